@@ -1,0 +1,85 @@
+"""paramtx: functional gradient and parameter transforms for PyTorch.
+
+Pure transforms over pytrees of tensors, composed optax-style into
+:class:`GradientTransformation` chains; ``param_ndim`` decides which dims of a
+tensor form one datum (see :mod:`paramtx._param_ndim`).
+
+Example:
+    >>> import torch, paramtx as ptx
+    >>> params = {"w": torch.tensor([[3.0, 0.0], [0.0, 0.5]])}
+    >>> tx = ptx.chain(
+    ...     ptx.normalize(p=2),                                # per row
+    ...     ptx.sgd(lr=1.0),
+    ...     ptx.projected(ptx.project_l2_ball, epsilon=1.0),   # per row
+    ... )
+    >>> state = tx.init(params)
+    >>> grads = {"w": torch.tensor([[-1.0, 0.0], [0.0, -2.0]])}
+    >>> updates, state = tx.update(grads, state, params)
+    >>> ptx.apply_updates(params, updates)["w"]
+    tensor([[1., 0.],
+            [0., 1.]])
+"""
+
+from paramtx._adam import AdamState, adam
+from paramtx._base import (
+    EmptyState,
+    GradientTransformation,
+    Params,
+    State,
+    Updates,
+    apply_updates,
+    chain,
+    identity,
+)
+from paramtx._elementwise import add, clamp, scale, sign
+from paramtx._frank_wolfe import FrankWolfeState, frank_wolfe
+from paramtx._lmo import lmo_l1, lmo_l1q, lmo_l2, lmo_linf
+from paramtx._normalize import normalize
+from paramtx._projections import (
+    project_box,
+    project_l1_ball,
+    project_l2_ball,
+    project_linf_ball,
+    projected,
+)
+from paramtx._sgd import SgdState, sgd
+from paramtx._top_q import TopQState, top_q
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # core types
+    "GradientTransformation",
+    "EmptyState",
+    "Params",
+    "Updates",
+    "State",
+    "chain",
+    "identity",
+    "apply_updates",
+    # gradient transforms
+    "scale",
+    "add",
+    "clamp",
+    "sign",
+    "normalize",
+    "top_q",
+    "TopQState",
+    "sgd",
+    "SgdState",
+    "adam",
+    "AdamState",
+    # Frank-Wolfe
+    "lmo_l1",
+    "lmo_l1q",
+    "lmo_l2",
+    "lmo_linf",
+    "frank_wolfe",
+    "FrankWolfeState",
+    # projections
+    "project_l2_ball",
+    "project_linf_ball",
+    "project_l1_ball",
+    "project_box",
+    "projected",
+]

@@ -1,0 +1,95 @@
+"""``adam``: the step of ``torch.optim.Adam`` as a transform."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import torch
+
+from paramtx import _counts, _tree, _validate
+from paramtx._base import GradientTransformation, Params, Updates
+
+
+class AdamState(NamedTuple):
+    """Per-leaf step counts and first/second moment estimates."""
+
+    count: Any
+    mu: Any
+    nu: Any
+
+
+def adam(
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+) -> GradientTransformation:
+    r"""The ``torch.optim.Adam`` step (L2 weight decay, no amsgrad) as a transform.
+
+    With ``d = g + weight_decay * p``:
+    :math:`m \leftarrow \beta_1 m + (1-\beta_1) d`,
+    :math:`v \leftarrow \beta_2 v + (1-\beta_2) d^2`, and the update is
+    :math:`-\frac{lr}{1-\beta_1^t} \cdot m / (\sqrt{v} / \sqrt{1-\beta_2^t} + eps)`
+    with ``t`` the leaf's step number. Numerically equal to
+    ``torch.optim.Adam`` with the same settings. Scope: per element. Needs
+    ``params`` only when ``weight_decay != 0``.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.adam(lr=0.1)
+        >>> p = torch.tensor([1.0, -1.0])
+        >>> u, state = tx.update(torch.tensor([2.0, -0.5]), tx.init(p), p)
+        >>> u                                   # the first Adam step is -lr * sign(g)
+        tensor([-0.1000,  0.1000])
+        >>> state.count
+        tensor(1)
+    """
+    api = "adam"
+    lr = _validate.check_real(api, "lr", lr, low=0.0)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"adam: betas must be a pair of floats, got {betas!r}")
+    beta1 = _validate.check_real(api, "betas[0]", betas[0], low=0.0, high=1.0, high_inclusive=False)
+    beta2 = _validate.check_real(api, "betas[1]", betas[1], low=0.0, high=1.0, high_inclusive=False)
+    eps = _validate.check_real(api, "eps", eps, low=0.0)
+    weight_decay = _validate.check_real(api, "weight_decay", weight_decay, low=0.0)
+
+    def init_fn(params: Params) -> AdamState:
+        return AdamState(
+            _counts.zeros_like_params(params), _tree.zeros_like_tree(params), _tree.zeros_like_tree(params)
+        )
+
+    def leaf_step(grad, param, count, mu, nu):
+        d = grad if weight_decay == 0 else torch.add(grad, param, alpha=weight_decay)
+        mu = torch.lerp(mu, d, 1 - beta1)
+        nu = torch.addcmul(nu * beta2, d, d, value=1 - beta2)
+        # Bias corrections in float64, as torch.optim.Adam computes them in Python floats.
+        t = (count + 1).to(torch.float64)
+        step_size = lr / (1 - torch.pow(beta1, t))
+        correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t))
+        denom = nu.sqrt() / correction2_sqrt + eps
+        return (mu / denom) * -step_size, mu, nu
+
+    def update_fn(updates: Updates, state: AdamState, params: Optional[Params] = None):
+        if weight_decay != 0:
+            params = _tree.require_params(api, params)
+        leaves, spec = _tree.checked_leaves(api, updates)
+        param_leaves = (
+            _tree.leaves_like(api, spec, params, "params") if params is not None else [None] * len(leaves)
+        )
+        counts, mus, nus = (
+            _tree.leaves_like(api, spec, part, "state") for part in (state.count, state.mu, state.nu)
+        )
+        steps, new_mu, new_nu = [], [], []
+        for g, p, c, m, v in zip(leaves, param_leaves, counts, mus, nus):
+            step, m, v = (None, m, v) if g is None else leaf_step(g, p, c, m, v)
+            steps.append(step)
+            new_mu.append(m)
+            new_nu.append(v)
+        new_state = AdamState(
+            _counts.advanced(api, state.count, updates),
+            _tree.unflatten(spec, new_mu),
+            _tree.unflatten(spec, new_nu),
+        )
+        return _tree.unflatten(spec, steps), new_state
+
+    return GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,157 @@
+"""The core types: ``GradientTransformation``, ``chain``, ``identity``, ``apply_updates``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional, Protocol
+
+import torch
+
+from paramtx import _tree
+
+Params = Any
+"""A pytree of tensors (dict, list, tuple, nested); ``None`` leaves allowed."""
+Updates = Any
+"""A pytree of tensors with the structure of the params; ``None`` = no update."""
+State = Any
+"""A transform's state: a NamedTuple (or a tuple of them, for a chain)."""
+
+
+class InitFn(Protocol):
+    def __call__(self, params: Params) -> State: ...
+
+
+class UpdateFn(Protocol):
+    def __call__(
+        self, updates: Updates, state: State, params: Optional[Params] = None
+    ) -> tuple[Updates, State]: ...
+
+
+class GradientTransformation(NamedTuple):
+    """A pure gradient transformation: a pair of functions ``(init, update)``.
+
+    ``init(params) -> state`` builds the state; ``update(updates, state,
+    params=None) -> (new_updates, new_state)`` maps updates (gradients, or the
+    output of the previous transform in a chain) to new updates. Neither mutates
+    its inputs.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.GradientTransformation(
+        ...     init=lambda params: ptx.EmptyState(),
+        ...     update=lambda u, s, p=None: ({k: 2 * v for k, v in u.items()}, s),
+        ... )
+        >>> updates, state = tx.update({"w": torch.tensor([1.0, -2.0])}, tx.init(None))
+        >>> updates
+        {'w': tensor([ 2., -4.])}
+    """
+
+    init: InitFn
+    update: UpdateFn
+
+
+class EmptyState(NamedTuple):
+    """The state of a stateless transform.
+
+    Example:
+        >>> import paramtx as ptx
+        >>> ptx.sign().init({"w": None})
+        EmptyState()
+    """
+
+
+def stateless(api: str, leaf_fn: Callable[[torch.Tensor], torch.Tensor]) -> GradientTransformation:
+    """A transform applying ``leaf_fn`` to every update leaf, with no state."""
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update_fn(updates: Updates, state: State, params: Optional[Params] = None):
+        del params
+        return _tree.map_updates(api, leaf_fn, updates), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def identity() -> GradientTransformation:
+    """The transform that returns its updates unchanged.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.identity()
+        >>> tx.update([torch.tensor(3.0)], tx.init(None))
+        ([tensor(3.)], EmptyState())
+    """
+
+    def init_fn(params: Params) -> EmptyState:
+        del params
+        return EmptyState()
+
+    def update_fn(updates: Updates, state: State, params: Optional[Params] = None):
+        del params
+        return updates, state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def chain(*transforms: GradientTransformation) -> GradientTransformation:
+    """Compose transforms left to right: ``chain(a, b)`` applies ``a``, then ``b``.
+
+    The state is a tuple holding one state per transform, in order. ``update``
+    raises ``ValueError`` if it is given a state of another shape.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.chain(ptx.normalize(p=2, param_ndim=None), ptx.scale(-0.5))
+        >>> state = tx.init(None)
+        >>> state
+        (EmptyState(), EmptyState())
+        >>> updates, state = tx.update({"w": torch.tensor([3.0, 4.0])}, state)
+        >>> updates["w"]
+        tensor([-0.3000, -0.4000])
+    """
+    for position, transform in enumerate(transforms):
+        if not isinstance(transform, GradientTransformation):
+            raise TypeError(
+                f"chain: argument {position} must be a GradientTransformation, "
+                f"got {transform!r} (type {type(transform).__name__})"
+            )
+    count = len(transforms)
+
+    def init_fn(params: Params) -> tuple:
+        return tuple(transform.init(params) for transform in transforms)
+
+    def update_fn(updates: Updates, state: tuple, params: Optional[Params] = None):
+        if type(state) is not tuple or len(state) != count:
+            raise ValueError(
+                f"chain: state must be the tuple of {count} states built by this "
+                f"chain's init, got {type(state).__name__} {state!r:.200}"
+            )
+        new_states = []
+        for transform, inner_state in zip(transforms, state):
+            updates, inner_state = transform.update(updates, inner_state, params)
+            new_states.append(inner_state)
+        return updates, tuple(new_states)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Return ``params + updates`` leaf by leaf, keeping each parameter's dtype.
+
+    A ``None`` update leaves its parameter as it is. Nothing is modified in
+    place.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> params = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor(0.5)}
+        >>> ptx.apply_updates(params, {"w": torch.tensor([0.5, -0.5]), "b": None})
+        {'w': tensor([1.5000, 1.5000]), 'b': tensor(0.5000)}
+    """
+    leaves, spec = _tree.checked_leaves("apply_updates", updates)
+    param_leaves = _tree.leaves_like("apply_updates", spec, params, "params")
+    new = [
+        param if update is None else (param + update).to(param.dtype)
+        for param, update in zip(param_leaves, leaves)
+    ]
+    return _tree.unflatten(spec, new)

@@ -1,0 +1,92 @@
+"""``frank_wolfe``: the Frank-Wolfe step towards a ball's vertex."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Union
+
+import torch
+
+from paramtx import _counts, _tree, _validate
+from paramtx._base import GradientTransformation, Params, Updates
+from paramtx._normalize import TINY
+
+
+class FrankWolfeState(NamedTuple):
+    """Per-parameter step indices ``k`` (0-d int64 tensors, ``None`` for ``None`` params)."""
+
+    count: Any
+
+
+def frank_wolfe_rate(
+    lr: float, count: Union[int, torch.Tensor], use_default_lr_schedule: bool, eps: float = TINY
+) -> Union[float, torch.Tensor]:
+    """The step weight ``alpha``: ``lr / max(eps, lr + k)`` with the default schedule, else ``lr``."""
+    if not use_default_lr_schedule:
+        return lr
+    if isinstance(count, torch.Tensor):
+        return lr / torch.clamp(count.to(torch.float64) + lr, min=eps)
+    return lr / max(eps, lr + count)
+
+
+def frank_wolfe_point(
+    param: torch.Tensor, direction: torch.Tensor, alpha: Union[float, torch.Tensor], epsilon: float
+) -> torch.Tensor:
+    """``(1 - alpha) * param - alpha * epsilon * direction``, the next Frank-Wolfe iterate."""
+    return param * (1 - alpha) + direction * -(alpha * epsilon)
+
+
+def frank_wolfe(
+    epsilon: float, lr: float = 2.0, use_default_lr_schedule: bool = True, eps: float = TINY
+) -> GradientTransformation:
+    r"""Frank-Wolfe over the epsilon-ball whose LMO produced the incoming updates.
+
+    Takes LMO directions ``s`` (put :func:`lmo_l1`, :func:`lmo_l1q`,
+    :func:`lmo_l2` or :func:`lmo_linf` before it in a chain) and returns the
+    update that moves each parameter to
+    :math:`p' = (1 - \alpha_k) p - \alpha_k \epsilon s`, where
+    :math:`\alpha_k = lr / \max(eps, lr + k)` with the default schedule (``k``
+    = this parameter's step index, from 0) and :math:`\alpha = lr` otherwise.
+    Needs ``params``. Scope: per element, given the directions.
+
+    Args:
+        epsilon: radius of the constraint ball (> 0).
+        lr: the schedule's constant; without the default schedule it is
+            ``alpha`` itself and must lie in ``[0, 1]``.
+        use_default_lr_schedule: use ``alpha_k = lr / (lr + k)``.
+        eps: lower bound of the schedule's denominator.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.chain(ptx.lmo_l1q(q=0.3, param_ndim=None), ptx.frank_wolfe(epsilon=1.8))
+        >>> x = torch.tensor([1.0, 1.0, 1.0])
+        >>> state = tx.init(x)
+        >>> updates, state = tx.update(torch.tensor([0.0, 1.0, 2.0]), state, x)
+        >>> ptx.apply_updates(x, updates)          # alpha_0 = 2 / 2 = 1
+        tensor([ 0.0000, -0.9000, -0.9000])
+        >>> state[1]
+        FrankWolfeState(count=tensor(1))
+    """
+    epsilon = _validate.check_real("frank_wolfe", "epsilon", epsilon, low=0.0, low_inclusive=False)
+    use_default_lr_schedule = _validate.check_bool(
+        "frank_wolfe", "use_default_lr_schedule", use_default_lr_schedule
+    )
+    lr = _validate.check_real(
+        "frank_wolfe", "lr", lr, low=0.0, high=None if use_default_lr_schedule else 1.0
+    )
+    eps = _validate.check_real("frank_wolfe", "eps", eps, low=0.0)
+
+    def init_fn(params: Params) -> FrankWolfeState:
+        return FrankWolfeState(count=_counts.zeros_like_params(params))
+
+    def leaf_update(direction: torch.Tensor, param: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        alpha = frank_wolfe_rate(lr, count, use_default_lr_schedule, eps)
+        return frank_wolfe_point(param, direction, alpha, epsilon) - param
+
+    def update_fn(updates: Updates, state: FrankWolfeState, params: Optional[Params] = None):
+        params = _tree.require_params("frank_wolfe", params)
+        new_updates = _tree.map_updates(
+            "frank_wolfe", leaf_update, updates, params, state.count, names=("params", "state")
+        )
+        return new_updates, FrankWolfeState(_counts.advanced("frank_wolfe", state.count, updates))
+
+    return GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,107 @@
+"""Pytree plumbing: map a leaf function over updates, leaf-aligned with params.
+
+Updates, params and per-leaf state are optree pytrees. ``None`` leaves are kept
+as leaves (``none_is_leaf=True``) so that an update of ``None`` ("no gradient for
+this parameter") lines up with its parameter and passes through untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import optree
+import torch
+
+_NONE_IS_LEAF = {"none_is_leaf": True}
+
+
+def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
+    """Leaves (``None`` included) and the structure of ``tree``."""
+    return optree.tree_flatten(tree, **_NONE_IS_LEAF)
+
+
+def unflatten(spec: optree.PyTreeSpec, leaves: Sequence[Any]) -> Any:
+    return optree.tree_unflatten(spec, list(leaves))
+
+
+def leaves_like(api: str, spec: optree.PyTreeSpec, tree: Any, name: str) -> list[Any]:
+    """Leaves of ``tree`` laid out as ``spec``; a clear error if it does not fit."""
+    try:
+        return spec.flatten_up_to(tree)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"{api}: {name} must have the same tree structure as the updates; "
+            f"updates have {spec}, {name} has "
+            f"{optree.tree_structure(tree, **_NONE_IS_LEAF)}"
+        ) from error
+
+
+def check_leaf(api: str, name: str, leaf: Any, path: str) -> None:
+    """A leaf to transform is a dense real floating-point tensor."""
+    if not isinstance(leaf, torch.Tensor):
+        raise TypeError(
+            f"{api}: every leaf of {name} must be a torch.Tensor or None, "
+            f"got {type(leaf).__name__} at {path}"
+        )
+    if leaf.layout != torch.strided:
+        raise TypeError(
+            f"{api}: {name} must be dense tensors, got layout {leaf.layout} at {path}; "
+            f"convert sparse gradients with .to_dense()"
+        )
+    if not leaf.is_floating_point():
+        raise TypeError(
+            f"{api}: {name} must be real floating-point tensors, got dtype {leaf.dtype} at {path}"
+        )
+
+
+def _path_of(tree: Any, index: int) -> str:
+    paths, _, _ = optree.tree_flatten_with_path(tree, **_NONE_IS_LEAF)
+    return "leaf " + ("/".join(map(str, paths[index])) or "<root>")
+
+
+def checked_leaves(api: str, tree: Any, name: str = "updates") -> tuple[list[Any], optree.PyTreeSpec]:
+    """Flatten ``tree`` and check that every non-``None`` leaf can be transformed."""
+    leaves, spec = flatten(tree)
+    for index, leaf in enumerate(leaves):
+        if leaf is None:
+            continue
+        if (
+            not isinstance(leaf, torch.Tensor)
+            or leaf.layout != torch.strided
+            or not leaf.is_floating_point()
+        ):
+            check_leaf(api, name, leaf, _path_of(tree, index))
+    return leaves, spec
+
+
+def map_updates(
+    api: str,
+    fn: Callable[..., torch.Tensor],
+    updates: Any,
+    *others: Any,
+    names: Sequence[str] = ("params",),
+) -> Any:
+    """``fn(update, *other_leaves)`` for every non-``None`` update leaf.
+
+    ``others`` (params, per-leaf state) must share the structure of ``updates``;
+    ``names`` names them in error messages.
+    """
+    leaves, spec = checked_leaves(api, updates)
+    other_leaves = [leaves_like(api, spec, other, name) for other, name in zip(others, names)]
+    out = [
+        None if leaf is None else fn(leaf, *rest)
+        for leaf, *rest in zip(leaves, *other_leaves)
+    ]
+    return unflatten(spec, out)
+
+
+def require_params(api: str, params: Any) -> Any:
+    if params is None:
+        raise ValueError(f"{api}: this transform needs params; call update(updates, state, params)")
+    return params
+
+
+def zeros_like_tree(tree: Any) -> Any:
+    """A fresh zero tensor for every tensor leaf (``None`` stays ``None``)."""
+    leaves, spec = flatten(tree)
+    return unflatten(spec, [None if leaf is None else torch.zeros_like(leaf) for leaf in leaves])
