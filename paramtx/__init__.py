@@ -20,6 +20,8 @@ Example:
             [0., 1.]])
 """
 
+import torch
+
 from paramtx._adam import AdamState, adam
 from paramtx._base import (
     EmptyState,
@@ -32,9 +34,12 @@ from paramtx._base import (
     identity,
 )
 from paramtx._elementwise import add, clamp, scale, sign
+from paramtx._fenchel_young import FenchelYoungLoss, fenchel_young_loss
 from paramtx._frank_wolfe import FrankWolfeState, frank_wolfe
 from paramtx._lmo import lmo_l1, lmo_l1q, lmo_l2, lmo_linf
 from paramtx._normalize import normalize
+from paramtx._perturbed import perturbed
+from paramtx._perturbed_argmax import perturbed_argmax
 from paramtx._projections import (
     project_box,
     project_l1_ball,
@@ -44,6 +49,10 @@ from paramtx._projections import (
 )
 from paramtx._sgd import SgdState, sgd
 from paramtx._top_q import TopQState, top_q
+
+# States are NamedTuples of tensors and ints: let ``torch.load`` (weights_only by
+# default) restore a checkpointed state without the caller allowlisting them.
+torch.serialization.add_safe_globals([EmptyState, TopQState, SgdState, AdamState, FrankWolfeState])
 
 __version__ = "0.1.0"
 
@@ -82,4 +91,9 @@ __all__ = [
     "project_l1_ball",
     "project_box",
     "projected",
+    # perturbed optimizers
+    "perturbed",
+    "perturbed_argmax",
+    "fenchel_young_loss",
+    "FenchelYoungLoss",
 ]

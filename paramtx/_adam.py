@@ -11,7 +11,13 @@ from paramtx._base import GradientTransformation, Params, Updates
 
 
 class AdamState(NamedTuple):
-    """Per-leaf step counts and first/second moment estimates."""
+    """Per-leaf step counts and first/second moment estimates.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> ptx.adam().init([torch.zeros(2)])
+        AdamState(count=[tensor(0)], mu=[tensor([0., 0.])], nu=[tensor([0., 0.])])
+    """
 
     count: Any
     mu: Any
@@ -67,9 +73,11 @@ def adam(
         step_size = lr / (1 - torch.pow(beta1, t))
         correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t))
         denom = nu.sqrt() / correction2_sqrt + eps
-        return (mu / denom) * -step_size, mu, nu
+        # A 0-d leaf would be promoted by the float64 0-d corrections: keep its dtype.
+        return ((mu / denom) * -step_size).to(mu.dtype), mu, nu
 
     def update_fn(updates: Updates, state: AdamState, params: Optional[Params] = None):
+        _validate.check_state(api, state, AdamState)
         if weight_decay != 0:
             params = _tree.require_params(api, params)
         leaves, spec = _tree.checked_leaves(api, updates)

@@ -12,7 +12,13 @@ from paramtx._normalize import TINY
 
 
 class FrankWolfeState(NamedTuple):
-    """Per-parameter step indices ``k`` (0-d int64 tensors, ``None`` for ``None`` params)."""
+    """Per-parameter step indices ``k`` (0-d int64 tensors, ``None`` for ``None`` params).
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> ptx.frank_wolfe(epsilon=1.0).init({"w": torch.zeros(3), "frozen": None})
+        FrankWolfeState(count={'w': tensor(0), 'frozen': None})
+    """
 
     count: Any
 
@@ -32,7 +38,8 @@ def frank_wolfe_point(
     param: torch.Tensor, direction: torch.Tensor, alpha: Union[float, torch.Tensor], epsilon: float
 ) -> torch.Tensor:
     """``(1 - alpha) * param - alpha * epsilon * direction``, the next Frank-Wolfe iterate."""
-    return param * (1 - alpha) + direction * -(alpha * epsilon)
+    # ``.to``: a float64 0-d ``alpha`` (from tensor step counts) must not promote a 0-d param.
+    return (param * (1 - alpha) + direction * -(alpha * epsilon)).to(param.dtype)
 
 
 def frank_wolfe(
@@ -83,6 +90,7 @@ def frank_wolfe(
         return frank_wolfe_point(param, direction, alpha, epsilon) - param
 
     def update_fn(updates: Updates, state: FrankWolfeState, params: Optional[Params] = None):
+        _validate.check_state("frank_wolfe", state, FrankWolfeState)
         params = _tree.require_params("frank_wolfe", params)
         new_updates = _tree.map_updates(
             "frank_wolfe", leaf_update, updates, params, state.count, names=("params", "state")

@@ -29,6 +29,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
+from paramtx import _sharded
+
 _state = {"use_vmap": False}
 
 
@@ -86,10 +88,15 @@ def map_data(
     """Apply ``datum_fn(*data, **options)`` to each datum of same-shaped ``tensors``.
 
     ``datum_fn`` takes flattened data of shape ``(D,)`` and returns a ``(D,)``
-    result; the output has the shape of ``tensors[0]``.
+    result; the output has the shape of ``tensors[0]``. DTensors (sharded across
+    ranks) go to :func:`paramtx._sharded.map_data`, which gives the same result.
     """
+    if _sharded.is_dtensor(tensors[0]):
+        return _sharded.map_data(api, datum_fn, param_ndim, *tensors, **options)
     shape = tensors[0].shape
     rows = [as_rows(api, t, param_ndim) for t in tensors]
+    if rows[0].numel() == 0:  # no datum has an element (D = 0 or N = 0): nothing to compute
+        return tensors[0].clone()
     if _state["use_vmap"]:
         out = torch.func.vmap(lambda *data: datum_fn(*data, **options))(*rows)
     else:

@@ -38,9 +38,10 @@ def l1_ball_datum(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
     excess = ordered.cumsum(dim=-1) - epsilon
     rank = torch.arange(1, datum.shape[-1] + 1, device=datum.device, dtype=datum.dtype)
     # The condition holds on a prefix of the ranks; take the last rank where it holds
-    # (rank 1 always holds as epsilon > 0) rather than count them, which rounding
-    # could break.
-    support = torch.where(ordered * rank > excess, rank, 0).amax(dim=-1, keepdim=True)
+    # rather than count them, which rounding could break. Rank 1 holds in exact
+    # arithmetic as epsilon > 0, but u_1 - epsilon rounds to u_1 when epsilon is
+    # below u_1's float resolution: rank 1 is then the floor.
+    support = torch.where(ordered * rank > excess, rank, 1).amax(dim=-1, keepdim=True)
     theta = (excess.gather(-1, support.long() - 1) / support).clamp(min=0)
     return datum - torch.clamp(datum, -theta, theta)
 

@@ -12,7 +12,13 @@ from paramtx._base import GradientTransformation, Params, Updates
 
 class SgdState(NamedTuple):
     """Momentum buffers (``None`` without momentum) and, only when
-    ``dampening != 0``, per-leaf step counts (the first step skips dampening)."""
+    ``dampening != 0``, per-leaf step counts (the first step skips dampening).
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> ptx.sgd(lr=0.1, momentum=0.9).init([torch.zeros(2)])
+        SgdState(momentum_buffer=[tensor([0., 0.])], count=None)
+    """
 
     momentum_buffer: Any
     count: Any
@@ -64,7 +70,9 @@ def sgd(
         return SgdState(buffers, counts)
 
     def direction(grad: torch.Tensor, param: Optional[torch.Tensor]) -> torch.Tensor:
-        return grad if weight_decay == 0 else torch.add(grad, param, alpha=weight_decay)
+        if weight_decay == 0 or param is None:  # params are required when weight_decay != 0
+            return grad
+        return torch.add(grad, param, alpha=weight_decay)
 
     def step_with_momentum(grad, param, buffer, count):
         d = direction(grad, param)
@@ -75,6 +83,7 @@ def sgd(
         return step * -lr, buffer
 
     def update_fn(updates: Updates, state: SgdState, params: Optional[Params] = None):
+        _validate.check_state(api, state, SgdState)
         if weight_decay != 0:
             params = _tree.require_params(api, params)
         leaves, spec = _tree.checked_leaves(api, updates)

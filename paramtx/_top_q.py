@@ -5,6 +5,7 @@ Also the home of the ``dq`` randomness shared with :func:`paramtx.lmo_l1q`.
 
 from __future__ import annotations
 
+import random
 from typing import Any, Callable, NamedTuple, Optional
 
 import torch
@@ -21,10 +22,20 @@ class TopQState(NamedTuple):
         count: how many updates have been made; step ``count`` draws its
             sparsity levels from a generator seeded by ``(seed, count)``, so a
             run resumed from a saved state draws the same numbers.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.top_q(q=0.5, dq=0.5, seed=7)
+        >>> state = tx.init(None)
+        >>> state
+        TopQState(seed=7, count=0)
+        >>> _, state = tx.update(torch.ones(2, 4), state)
+        >>> state
+        TopQState(seed=7, count=1)
     """
 
     seed: int
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
 
 
 def top_q_datum(datum: torch.Tensor, *, keep: int) -> torch.Tensor:
@@ -54,13 +65,17 @@ def step_seed(seed: int, count: int) -> int:
 
 
 def draw_q(q: float, dq: float, seed: int, count: int, size: int) -> list[float]:
-    """One sparsity level per leaf, uniform on ``[max(0, q-dq), min(1, q+dq)]``."""
+    """One sparsity level per leaf, uniform on ``[max(0, q-dq), min(1, q+dq)]``.
+
+    Drawn by a private ``random.Random`` seeded from ``(seed, count)``, not by a
+    torch random op: ``torch.func.vmap`` rejects those in its default randomness
+    mode, and the draw depends on no tensor anyway.
+    """
     if dq == 0.0 or size == 0:
         return [q] * size
     low, high = max(0.0, q - dq), min(1.0, q + dq)
-    generator = torch.Generator().manual_seed(step_seed(seed, count))
-    uniform = torch.rand(size, generator=generator, dtype=torch.float64)
-    return [low + (high - low) * u for u in uniform.tolist()]
+    generator = random.Random(step_seed(seed, count))
+    return [low + (high - low) * generator.random() for _ in range(size)]
 
 
 def sparsifying_transform(
@@ -86,6 +101,7 @@ def sparsifying_transform(
 
     def update_fn(updates: Updates, state: TopQState, params: Optional[Params] = None):
         del params
+        _validate.check_state(api, state, TopQState)
         leaves, spec = _tree.checked_leaves(api, updates)
         present = [i for i, leaf in enumerate(leaves) if leaf is not None]
         levels = draw_q(q, dq, state.seed, state.count, len(present))

@@ -12,12 +12,11 @@ from typing import Any, Callable, Sequence
 import optree
 import torch
 
-_NONE_IS_LEAF = {"none_is_leaf": True}
 
 
 def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
     """Leaves (``None`` included) and the structure of ``tree``."""
-    return optree.tree_flatten(tree, **_NONE_IS_LEAF)
+    return optree.tree_flatten(tree, none_is_leaf=True)
 
 
 def unflatten(spec: optree.PyTreeSpec, leaves: Sequence[Any]) -> Any:
@@ -32,7 +31,7 @@ def leaves_like(api: str, spec: optree.PyTreeSpec, tree: Any, name: str) -> list
         raise ValueError(
             f"{api}: {name} must have the same tree structure as the updates; "
             f"updates have {spec}, {name} has "
-            f"{optree.tree_structure(tree, **_NONE_IS_LEAF)}"
+            f"{optree.tree_structure(tree, none_is_leaf=True)}"
         ) from error
 
 
@@ -55,7 +54,7 @@ def check_leaf(api: str, name: str, leaf: Any, path: str) -> None:
 
 
 def _path_of(tree: Any, index: int) -> str:
-    paths, _, _ = optree.tree_flatten_with_path(tree, **_NONE_IS_LEAF)
+    paths, _, _ = optree.tree_flatten_with_path(tree, none_is_leaf=True)
     return "leaf " + ("/".join(map(str, paths[index])) or "<root>")
 
 

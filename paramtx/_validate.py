@@ -80,6 +80,15 @@ def check_param_ndim(api: str, value: object) -> Optional[int]:
     return int(value)
 
 
+def check_state(api: str, state: object, state_type: type) -> None:
+    """``state`` is the ``state_type`` built by the transform's ``init`` (not another's)."""
+    if not isinstance(state, state_type):
+        raise ValueError(
+            f"{api}: state must be the {state_type.__name__} built by this transform's init, "
+            f"got {type(state).__name__} {state!r:.200}"
+        )
+
+
 def check_p(api: str, value: object) -> float:
     """The order ``p >= 1`` of an Lp norm (``math.inf`` allowed)."""
     p = check_real(api, "p", value)
