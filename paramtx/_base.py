@@ -150,6 +150,10 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     leaves, spec = _tree.checked_leaves("apply_updates", updates)
     param_leaves = _tree.leaves_like("apply_updates", spec, params, "params")
+    updated = [None if u is None else p for p, u in zip(param_leaves, leaves)]
+    if any(p is not None and not (isinstance(p, torch.Tensor) and p.is_floating_point()) for p in updated):
+        # ``.to(param.dtype)`` would silently truncate an integer parameter: raise, naming the leaf
+        _tree.checked_leaves("apply_updates", _tree.unflatten(spec, updated), "params")
     new = [
         param if update is None else (param + update).to(param.dtype)
         for param, update in zip(param_leaves, leaves)

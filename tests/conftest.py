@@ -1,0 +1,42 @@
+"""Shared test configuration: the hypothesis profile and common fixtures.
+
+Strategies and helpers live in ``ptx_testing.py``; the registry of every
+transform in ``transforms_registry.py``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from paramtx._param_ndim import vmap_reference
+
+# No deadline: timings on a shared 2-core machine are noisy. 30 examples per
+# property keeps the whole battery well under a minute and a half; CI can ask for
+# more with HYPOTHESIS_PROFILE=thorough.
+settings.register_profile(
+    "paramtx",
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", parent=settings.get_profile("paramtx"), max_examples=500)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "paramtx"))
+
+
+@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+def dtype(request) -> torch.dtype:
+    return request.param
+
+
+@pytest.fixture(params=["rows", "vmap"])
+def lifting(request):
+    """Run the test under each lifting path of ``map_data``: row-batched, and the vmap reference."""
+    if request.param == "vmap":
+        with vmap_reference():
+            yield request.param
+    else:
+        yield request.param
