@@ -38,8 +38,17 @@ def frank_wolfe_point(
     param: torch.Tensor, direction: torch.Tensor, alpha: Union[float, torch.Tensor], epsilon: float
 ) -> torch.Tensor:
     """``(1 - alpha) * param - alpha * epsilon * direction``, the next Frank-Wolfe iterate."""
+    keep, step = frank_wolfe_weights(alpha, epsilon)
     # ``.to``: a float64 0-d ``alpha`` (from tensor step counts) must not promote a 0-d param.
-    return (param * (1 - alpha) + direction * -(alpha * epsilon)).to(param.dtype)
+    return (param * keep + direction * step).to(param.dtype)
+
+
+def frank_wolfe_weights(alpha: Union[float, torch.Tensor], epsilon: float) -> tuple:
+    """``(1 - alpha, -(alpha * epsilon))``: the iterate is ``param * w0 + direction * w1``.
+
+    (The torch.optim shims apply them to a parameter in place, in that order of operations.)
+    """
+    return 1 - alpha, -(alpha * epsilon)
 
 
 def frank_wolfe(

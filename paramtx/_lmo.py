@@ -35,6 +35,8 @@ def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:
     Scope: per datum, the argmax taken over the whole datum whatever its number
     of dims (ties go to the first element in row-major order). A zero datum
     maps to zero.
+    Sharded tensors (DTensor, e.g. FSDP2): exact; a datum split across ranks is
+    gathered, computed whole and re-sharded (see :mod:`paramtx._sharded`).
 
     Example:
         >>> import torch, paramtx as ptx
@@ -61,6 +63,8 @@ def lmo_l1q(
     largest-magnitude elements and scales them to unit L1 norm. ``q``, ``dq``
     and ``seed`` act as in :func:`paramtx.top_q`, whose :class:`TopQState` this
     transform also uses.
+    Sharded tensors (DTensor, e.g. FSDP2): exact; a datum split across ranks is
+    gathered, computed whole and re-sharded (see :mod:`paramtx._sharded`).
 
     Example:
         >>> import torch, paramtx as ptx
@@ -76,6 +80,9 @@ def lmo_l1q(
 
 def lmo_l2(param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
     """The L2-ball LMO, ``g / ||g||_2`` per datum: the same map as ``normalize(p=2)``.
+
+    Sharded tensors (DTensor, e.g. FSDP2): exact without gathering; the norm of
+    a datum split across ranks is all-reduced (see :mod:`paramtx._sharded`).
 
     Example:
         >>> import torch, paramtx as ptx

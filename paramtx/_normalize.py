@@ -27,9 +27,15 @@ def datum_norm(datum: torch.Tensor, p: float) -> torch.Tensor:
     return torch.linalg.vector_norm(datum, ord=p, dim=-1, keepdim=True)
 
 
+def normalize_divisor(datum: torch.Tensor, *, p: float, eps: float) -> torch.Tensor:
+    """``max(||datum||_p, eps)``, kept as a length-1 last dim: what :func:`normalize_datum`
+    divides by. (The torch.optim shims divide their gradients by it in place.)"""
+    return datum_norm(datum, p).clamp(min=norm_floor(datum.dtype, eps))
+
+
 def normalize_datum(datum: torch.Tensor, *, p: float, eps: float) -> torch.Tensor:
     """``datum / max(||datum||_p, eps)``; a zero datum stays zero."""
-    return datum / datum_norm(datum, p).clamp(min=norm_floor(datum.dtype, eps))
+    return datum / normalize_divisor(datum, p=p, eps=eps)
 
 
 def normalize(p: float = 2, param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
@@ -37,6 +43,8 @@ def normalize(p: float = 2, param_ndim: Optional[int] = -1, eps: float = TINY) -
 
     Scope: per datum (see :mod:`paramtx._param_ndim` for the ``param_ndim`` rule).
     A zero datum maps to zero, never to NaN.
+    Sharded tensors (DTensor, e.g. FSDP2): exact without gathering; the norm of
+    a datum split across ranks is all-reduced (see :mod:`paramtx._sharded`).
 
     Args:
         p: the norm's order, any real ``p >= 1`` or ``math.inf``.

@@ -16,10 +16,16 @@ from paramtx._base import GradientTransformation, Params, Updates, EmptyState
 from paramtx._normalize import datum_norm
 
 
+def l2_ball_scale(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
+    """``min(1, epsilon / ||datum||_2)``, kept as a length-1 last dim: the factor
+    :func:`l2_ball_datum` scales by. (The torch.optim shims scale parameters by it in place.)"""
+    norm = datum_norm(datum, 2.0).clamp(min=torch.finfo(datum.dtype).tiny)
+    return (epsilon / norm).clamp(max=1.0)
+
+
 def l2_ball_datum(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
     """Scale a flattened datum onto the L2 ball of radius ``epsilon`` if it lies outside."""
-    norm = datum_norm(datum, 2.0).clamp(min=torch.finfo(datum.dtype).tiny)
-    return datum * (epsilon / norm).clamp(max=1.0)
+    return datum * l2_ball_scale(datum, epsilon=epsilon)
 
 
 def l1_ball_datum(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
@@ -54,6 +60,8 @@ def project_l2_ball(params: Params, epsilon: float, param_ndim: Optional[int] = 
     """Project each datum onto the L2 ball of radius ``epsilon``: ``x * min(1, epsilon / ||x||_2)``.
 
     Scope: per datum (``param_ndim`` rule in :mod:`paramtx._param_ndim`).
+    Sharded tensors (DTensor, e.g. FSDP2): exact without gathering; the norm of
+    a datum split across ranks is all-reduced (see :mod:`paramtx._sharded`).
 
     Example:
         >>> import torch, paramtx as ptx
@@ -77,6 +85,8 @@ def project_l1_ball(params: Params, epsilon: float, param_ndim: Optional[int] = 
     Not a rescaling: elements are soft-thresholded by the ``theta`` that puts
     the datum on the sphere (Duchi et al. 2008, sort-based, ``O(D log D)``).
     Scope: per datum.
+    Sharded tensors (DTensor, e.g. FSDP2): exact; a datum split across ranks is
+    gathered, computed whole and re-sharded (see :mod:`paramtx._sharded`).
 
     Example:
         >>> import torch, paramtx as ptx

@@ -124,3 +124,19 @@ def map_data(
     local = [t.redistribute(mesh, whole).to_local() for t in tensors]
     out = _param_ndim.map_data(api, datum_fn, param_ndim, *local, **options)
     return DTensor.from_local(out, mesh, whole, shape=x.shape, stride=stride).redistribute(mesh, placements)
+
+
+def local_tensor(x: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor (``x`` itself otherwise): what memory checks look at."""
+    return x.to_local() if is_dtensor(x) else x
+
+
+def same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` (for DTensors, their parts on this rank) are the same view of memory."""
+    a, b = local_tensor(a), local_tensor(b)
+    return a.data_ptr() == b.data_ptr() and a.stride() == b.stride()
+
+
+def same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` and ``b`` (for DTensors, their parts on this rank) share a storage."""
+    return local_tensor(a).untyped_storage().data_ptr() == local_tensor(b).untyped_storage().data_ptr()

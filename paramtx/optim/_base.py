@@ -1,0 +1,467 @@
+"""``ParamTransformingOptimizer`` and ``ChainedParamTransformingOptimizer``.
+
+A parameter-transforming optimizer wraps an inner ``torch.optim`` optimizer.
+Each ``step()`` runs, for every parameter with a gradient:
+
+1. ``_pre_step_transform_`` on the gradient (in place),
+2. ``grad *= grad_scale``, then ``grad += grad_bias``,
+3. ``InnerOpt.step()``,
+4. ``_post_step_transform_`` on the parameter (in place).
+
+Both hooks see each tensor as a batch ``(N, *datum)`` chosen by the group's
+``param_ndim`` (the rule of :mod:`paramtx._param_ndim`): a view of the
+parameter whose ``.grad`` is the matching view of the gradient. The
+optimizer's ``state``, ``param_groups`` and ``defaults`` are the inner
+optimizer's own objects.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from typing import Any, Callable, Dict, Iterable, Optional, Union
+
+import torch
+from torch.optim import SGD, Optimizer
+from torch.optim.optimizer import required
+
+from paramtx import _param_ndim, _sharded, _validate
+
+__all__ = ["ParamTransformingOptimizer", "ChainedParamTransformingOptimizer"]
+
+REQUIRED: Any = required
+"""The default of a hyperparameter the caller must give (``epsilon``, ``q``)."""
+
+OptimParams = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
+InnerOptimizer = Union[type, "functools.partial[Optimizer]", Optimizer]
+
+
+def instantiates_to(obj: object, base: type) -> bool:
+    """Whether ``obj`` is a subclass of ``base`` or a ``functools.partial`` of one."""
+    target = obj.func if isinstance(obj, functools.partial) else obj
+    return inspect.isclass(target) and issubclass(target, base)
+
+
+@functools.lru_cache(maxsize=4096)
+def _batch_shape(api: str, shape: torch.Size, param_ndim: Optional[int]) -> tuple:
+    # every step asks again for the same few shapes; a lookup is ~10x cheaper
+    return _param_ndim.batch_shape(api, shape, param_ndim)
+
+
+def batch_view(api: str, x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
+    """``x`` viewed (never copied) as its ``(N, *datum)`` batch: ``x`` itself if it has that shape."""
+    if torch.compiler.is_compiling():
+        return x.view(_param_ndim.batch_shape(api, x.shape, param_ndim))
+    shape = _batch_shape(api, x.shape, param_ndim)
+    return x if x.shape == shape else x.view(shape)
+
+
+def to_batch(api: str, param: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
+    """A batch view of ``param`` whose ``.grad`` is the same view of ``param.grad``.
+
+    A parameter that already has its batch shape is passed as it is (with its
+    own ``.grad``), as rai-toolbox does.
+    """
+    view = batch_view(api, param, param_ndim)
+    grad = param.grad
+    if grad is not None and view is not param:
+        view.grad = batch_view(api, grad, param_ndim)
+    return view
+
+
+def write_(target: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy ``value`` into ``target`` unless it already is ``target``'s memory."""
+    # (DTensors: their parts on this rank. Compiled, a copy onto itself is optimized away.)
+    if not torch.compiler.is_compiling() and _sharded.same_memory(value, target):
+        return
+    target.copy_(value)
+
+
+def datum_rows(api: str, datum_fn: Callable[..., torch.Tensor], batch: torch.Tensor, **options: Any) -> torch.Tensor:
+    """``datum_fn`` applied to each datum of a ``(N, *datum)`` batch view."""
+    return _param_ndim.map_data(api, datum_fn, -1, batch, **options)
+
+
+def per_datum_(
+    api: str,
+    batch: torch.Tensor,
+    in_place: Callable[[torch.Tensor], None],
+    datum_fn: Callable[..., torch.Tensor],
+    **options: Any,
+) -> None:
+    """Transform each datum of a ``(N, *datum)`` batch view in place.
+
+    ``in_place(rows)`` acts on the ``(N, D)`` view of the data and must equal
+    ``datum_fn(rows, **options)``, the core's pure datum function, which is
+    used instead (through :func:`paramtx._param_ndim.map_data`, then copied)
+    where the batch has no ``(N, D)`` view (e.g. a channels-last gradient), for
+    a DTensor (its data may span ranks: :mod:`paramtx._sharded`) or under
+    :func:`paramtx._param_ndim.vmap_reference`.
+    """
+    if batch.numel() == 0:
+        return
+    rows = None
+    if not _param_ndim._state["use_vmap"] and not _sharded.is_dtensor(batch):
+        try:
+            rows = batch if batch.dim() == 2 else batch.view(batch.shape[0], -1)
+        except RuntimeError:
+            rows = None
+    if rows is None:
+        write_(batch, datum_rows(api, datum_fn, batch, **options))
+    else:
+        in_place(rows)
+
+
+def check_real_in_groups(api: str, group: dict, name: str, **bounds: Any) -> None:
+    """``group[name]`` is a real number within ``bounds`` (see ``_validate.check_real``)."""
+    value = group[name]
+    if value is REQUIRED:
+        raise ValueError(f"{api}: {name} is required: pass {name}=... or give every parameter group a {name!r}")
+    _validate.check_real(api, name, value, **bounds)
+
+
+class ParamTransformingOptimizer(Optimizer):
+    r"""An optimizer that transforms each gradient before, and each parameter after, ``InnerOpt.step()``.
+
+    Subclasses override ``_pre_step_transform_(param, optim_group)`` (acts in
+    place on ``param.grad``) and/or ``_post_step_transform_(param,
+    optim_group)`` (acts in place on ``param``), each written for a batch view
+    of shape ``(N, *datum)``; ``param_ndim`` (per parameter group) decides the
+    datum (see :mod:`paramtx._param_ndim`). After the pre-step transform the
+    gradient is multiplied by ``grad_scale`` and ``grad_bias`` is added.
+
+    ``state``, ``param_groups`` and ``defaults`` are those of the inner
+    optimizer, so ``state_dict``, ``load_state_dict``, ``add_param_group`` and
+    ``torch.optim.lr_scheduler`` act on both at once.
+
+    Args:
+        params: tensors or parameter-group dicts; may be ``None`` when
+            ``InnerOpt`` is an optimizer instance.
+        InnerOpt: a ``torch.optim.Optimizer`` class, a ``functools.partial`` of
+            one, or an instance; it makes the gradient step.
+        param_ndim: which trailing dims of a tensor form one datum (per group).
+        grad_scale: multiplies each transformed gradient (per group).
+        grad_bias: is added to each transformed gradient (per group).
+        defaults: default settings of every parameter group.
+        compile: run each transform pass (pre-step, post-step) through
+            ``torch.compile``, one graph per pass; ``InnerOpt.step()`` runs as
+            torch.optim runs it (``foreach``/``fused`` are its options). Off by
+            default; the first step compiles, a changed setting recompiles.
+        **inner_opt_kwargs: arguments of ``InnerOpt`` (``lr``, ``momentum``, ...).
+
+    Example:
+        A subclass that takes the sign of each gradient, with AdamW making the step:
+
+        >>> import torch
+        >>> from paramtx.optim import ParamTransformingOptimizer
+        >>> class SignedAdamW(ParamTransformingOptimizer):
+        ...     def _pre_step_transform_(self, param, optim_group):
+        ...         param.grad.sign_()
+        >>> w = torch.tensor([-3.0, 4.0], requires_grad=True)
+        >>> opt = SignedAdamW([w], InnerOpt=torch.optim.AdamW, lr=0.5, weight_decay=0.0)
+        >>> (1000 * w).sum().backward()
+        >>> opt.step()
+        >>> w.grad, w
+        (tensor([1., 1.]), tensor([-3.5000,  3.5000], requires_grad=True))
+    """
+
+    def __init__(
+        self,
+        params: Optional[OptimParams] = None,
+        InnerOpt: InnerOptimizer = SGD,
+        *,
+        param_ndim: Union[int, None] = -1,
+        grad_scale: float = 1.0,
+        grad_bias: float = 0.0,
+        defaults: Optional[Dict[str, Any]] = None,
+        compile: bool = False,
+        **inner_opt_kwargs: Any,
+    ) -> None:
+        if _validate.check_bool(type(self).__name__, "compile", compile):
+            # each transform pass becomes one torch.compile graph; InnerOpt.step() stays torch.optim's
+            self._apply_pre_step_transform_ = torch.compile(self._apply_pre_step_transform_)
+            self._apply_post_step_transform_ = torch.compile(self._apply_post_step_transform_)
+        defaults = {} if defaults is None else dict(defaults)
+        defaults.setdefault("param_ndim", param_ndim)
+        defaults.setdefault("grad_scale", grad_scale)
+        defaults.setdefault("grad_bias", grad_bias)
+        self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
+        for group in self.param_groups:
+            self._check_param_group(group)
+        self._constructed = True
+
+    # -- the hooks subclasses override -------------------------------------------------
+
+    def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        """Transform ``param.grad`` in place; ``param`` is a ``(N, *datum)`` batch view.
+
+        The default does nothing.
+        """
+        del param, optim_group
+
+    def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        """Transform ``param`` in place after the inner step; ``param`` is a ``(N, *datum)`` view.
+
+        The default does nothing.
+        """
+        del param, optim_group
+
+    def _check_param_group(self, group: Dict[str, Any]) -> None:
+        """Raise ``TypeError``/``ValueError`` for a parameter group with invalid settings.
+
+        Subclasses extend it (calling ``super()``) for the settings they add.
+        """
+        api = type(self).__name__
+        param_ndim = _validate.check_param_ndim(api, group["param_ndim"])
+        _validate.check_real(api, "grad_scale", group["grad_scale"])
+        _validate.check_real(api, "grad_bias", group["grad_bias"])
+        for param in group["params"]:
+            _param_ndim.datum_ndim(api, param.shape, param_ndim)
+
+    def _transforms(self, hook: str) -> bool:
+        """Whether ``hook`` (a hook's name) is overridden, i.e. does something."""
+        return getattr(type(self), hook) is not getattr(ParamTransformingOptimizer, hook)
+
+    # -- the step ------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _apply_pre_step_transform_(self) -> None:
+        """Run ``_pre_step_transform_``, then ``grad_scale``/``grad_bias``, on every gradient."""
+        transforms = self._transforms("_pre_step_transform_")
+        api = type(self).__name__
+        for group in self.param_groups:
+            param_ndim, scale, bias = group["param_ndim"], group["grad_scale"], group["grad_bias"]
+            for param in group["params"]:
+                grad = param.grad
+                if grad is None:
+                    continue
+                if transforms:
+                    view = to_batch(api, param, param_ndim)
+                    self._pre_step_transform_(view, optim_group=group)
+                    if view.grad is None or not (torch.compiler.is_compiling() or _sharded.same_storage(view.grad, grad)):
+                        raise ValueError(
+                            f"{api}._pre_step_transform_ must modify the gradient in place "
+                            f"(param.grad.copy_(...), param.grad.mul_(...)); assigning "
+                            f"param.grad replaces the view instead of writing to the gradient"
+                        )
+                if scale != 1.0:
+                    grad.mul_(scale)
+                if bias != 0.0:
+                    grad.add_(bias)
+
+    @torch.no_grad()
+    def _apply_post_step_transform_(self) -> None:
+        """Run ``_post_step_transform_`` on every parameter (called by ``step()``)."""
+        if not self._transforms("_post_step_transform_"):
+            return
+        api = type(self).__name__
+        for group in self.param_groups:
+            for param in group["params"]:
+                self._post_step_transform_(param=to_batch(api, param, group["param_ndim"]), optim_group=group)
+
+    def project(self) -> None:
+        """Deprecated alias of ``_apply_post_step_transform_`` (as in rai-toolbox 0.2)."""
+        warnings.warn(
+            FutureWarning("`project` is deprecated; use `_apply_post_step_transform_`"),
+            stacklevel=2,
+        )
+        self._apply_post_step_transform_()
+
+    def _create_closure(self, closure: Callable[[], Any]) -> Callable[[], Any]:
+        def transformed_closure():
+            with torch.enable_grad():
+                loss = closure()
+            self._apply_pre_step_transform_()
+            return loss
+
+        return transformed_closure
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """Transform the gradients, step with ``InnerOpt``, transform the parameters.
+
+        With a ``closure``, the gradients it computes are transformed each time
+        the inner optimizer calls it; its loss is returned.
+        """
+        if closure is not None:
+            loss = self.inner_opt.step(self._create_closure(closure))
+        else:
+            self._apply_pre_step_transform_()
+            self.inner_opt.step()
+            loss = None
+        self._apply_post_step_transform_()
+        return loss
+
+    # -- mirroring the inner optimizer ----------------------------------------------------
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a group to the inner optimizer (and so to this one), then check its settings."""
+        if not getattr(self, "_constructed", False):
+            # during Optimizer.__init__: build this optimizer's own groups
+            return super().add_param_group(param_group)
+        add_checked_group(self.inner_opt, param_group, self._check_param_group)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return self.inner_opt.state_dict()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return self.inner_opt.__getstate__()
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.inner_opt.__setstate__(state)
+        Optimizer.__setstate__(self, self.inner_opt.__getstate__())
+
+    def _display_name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        body = Optimizer.__repr__(self)[len(type(self).__name__) + 1 :]
+        return f"{self._display_name()} [{type(self.inner_opt).__name__}]{body}"
+
+
+def mirror_inner_optimizer(
+    outer: Optimizer,
+    params: Optional[OptimParams],
+    InnerOpt: Any,
+    defaults: Dict[str, Any],
+    inner_opt_kwargs: Dict[str, Any],
+) -> Optimizer:
+    """Build (or adopt) the inner optimizer and make ``outer`` share its state.
+
+    Afterwards ``outer.state``, ``outer.param_groups`` and ``outer.defaults``
+    are the inner optimizer's objects, its defaults extended by ``defaults``.
+    """
+    api = type(outer).__name__
+    if instantiates_to(InnerOpt, Optimizer):
+        if params is None:
+            raise TypeError(f"{api}: params must be given when InnerOpt is an optimizer class, got params=None")
+        Optimizer.__init__(outer, params, defaults)
+        inner = InnerOpt(outer.param_groups, **inner_opt_kwargs)
+    elif isinstance(InnerOpt, Optimizer):
+        if inner_opt_kwargs:
+            warnings.warn(
+                f"{api}: InnerOpt is an optimizer instance, so the inner-optimizer "
+                f"arguments {sorted(inner_opt_kwargs)} are ignored",
+                stacklevel=3,
+            )
+        inner = InnerOpt
+        Optimizer.__init__(outer, inner.param_groups, defaults)
+    else:
+        raise TypeError(
+            f"{api}: InnerOpt must be a torch.optim.Optimizer class, a functools.partial of "
+            f"one, or an optimizer instance, got {InnerOpt!r} (type {type(InnerOpt).__name__})"
+        )
+    inner.defaults.update(outer.defaults)
+    outer.inner_opt = inner
+    outer.__setstate__(inner.__getstate__())
+    return inner
+
+
+def add_checked_group(inner: Optimizer, param_group: Dict[str, Any], check: Callable[[dict], None]) -> None:
+    """``inner.add_param_group(param_group)``, undone if ``check`` rejects the new group."""
+    inner.add_param_group(param_group)
+    try:
+        check(inner.param_groups[-1])
+    except Exception:
+        inner.param_groups.pop()
+        raise
+
+
+class ChainedParamTransformingOptimizer(ParamTransformingOptimizer):
+    r"""Compose parameter-transforming optimizers around one inner optimizer.
+
+    Given ``Opt1, Opt2, ..., OptN`` (classes or ``functools.partial`` of
+    them, whose keyword arguments become per-class defaults), a step applies
+    ``Opt1``'s pre-step transform, then ``Opt2``'s, ..., then ``OptN``'s to each
+    gradient, steps with ``InnerOpt``, and applies the post-step transforms in
+    the same order. The chained optimizers share this optimizer's
+    ``state``, ``param_groups`` and ``defaults``, so their settings can be
+    overridden per parameter group. The repr lists the chain as a
+    composition: ``OptN ○ ... ○ Opt1 [InnerOpt](...)``.
+
+    Args:
+        *transforming_optimizers: ``ParamTransformingOptimizer`` subclasses or
+            ``functools.partial`` of them, applied left to right.
+        params, InnerOpt, param_ndim, grad_scale, grad_bias, defaults,
+        **inner_opt_kwargs: as for :class:`ParamTransformingOptimizer`.
+
+    Example:
+        Keep the largest half of the gradient's entries, then clamp them to at most 1.5:
+
+        >>> import torch
+        >>> from functools import partial
+        >>> from paramtx.optim import (
+        ...     ChainedParamTransformingOptimizer, ClampedGradientOptimizer, TopQGradientOptimizer)
+        >>> w = torch.zeros(4, requires_grad=True)
+        >>> opt = ChainedParamTransformingOptimizer(
+        ...     partial(TopQGradientOptimizer, q=0.5),
+        ...     partial(ClampedGradientOptimizer, clamp_max=1.5),
+        ...     params=[w], lr=1.0, param_ndim=None)
+        >>> repr(opt).splitlines()[0]
+        'ClampedGradientOptimizer ○ TopQGradientOptimizer [SGD]('
+        >>> w.backward(gradient=torch.tensor([0.5, -1.0, 4.0, 0.25]))
+        >>> opt.step()
+        >>> w.grad
+        tensor([ 0.0000, -1.0000,  1.5000,  0.0000])
+    """
+
+    def __init__(
+        self,
+        *transforming_optimizers: Any,
+        params: Optional[OptimParams] = None,
+        InnerOpt: InnerOptimizer = SGD,
+        param_ndim: Union[int, None] = -1,
+        grad_scale: float = 1,
+        grad_bias: float = 0,
+        defaults: Optional[Dict[str, Any]] = None,
+        **inner_opt_kwargs: Any,
+    ) -> None:
+        api = type(self).__name__
+        for position, member in enumerate(transforming_optimizers):
+            if not instantiates_to(member, ParamTransformingOptimizer):
+                raise TypeError(
+                    f"{api}: transforming_optimizers[{position}] must be a ParamTransformingOptimizer "
+                    f"subclass or a functools.partial of one, got {member!r}"
+                )
+        self._chain: tuple = ()
+        super().__init__(
+            params,
+            InnerOpt,
+            param_ndim=param_ndim,
+            grad_scale=grad_scale,
+            grad_bias=grad_bias,
+            defaults=defaults,
+            **inner_opt_kwargs,
+        )
+        self._chain = tuple(
+            member(params, InnerOpt=self.inner_opt, defaults=self.defaults) for member in transforming_optimizers
+        )
+
+    def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        for member in self._chain:
+            member._pre_step_transform_(param=param, optim_group=optim_group)
+
+    def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        for member in self._chain:
+            member._post_step_transform_(param=param, optim_group=optim_group)
+
+    def _transforms(self, hook: str) -> bool:
+        if getattr(type(self), hook) is not getattr(ChainedParamTransformingOptimizer, hook):
+            return True  # a subclass replaced the chain's loop
+        return any(member._transforms(hook) for member in self._chain)
+
+    def _check_param_group(self, group: Dict[str, Any]) -> None:
+        super()._check_param_group(group)
+        for member in self._chain:
+            member._check_param_group(group)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.inner_opt.__setstate__(state)
+        shared = self.inner_opt.__getstate__()
+        for member in self._chain:
+            member.__setstate__(shared)
+        Optimizer.__setstate__(self, shared)
+
+    def _display_name(self) -> str:
+        return " ○ ".join(type(member).__name__ for member in reversed(self._chain))

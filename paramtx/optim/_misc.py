@@ -1,0 +1,208 @@
+"""Clamping and top-q sparsifying shims: ``ClampedGradientOptimizer``,
+``ClampedParameterOptimizer``, ``TopQGradientOptimizer``.
+
+Also the ``dq`` random stream shared with :class:`L1qNormedGradientOptim`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch.optim import SGD, Optimizer
+
+from paramtx import _top_q, _validate
+from paramtx.optim._base import (
+    REQUIRED,
+    InnerOptimizer,
+    OptimParams,
+    ParamTransformingOptimizer,
+    check_real_in_groups,
+    per_datum_,
+)
+
+__all__ = ["ClampedGradientOptimizer", "ClampedParameterOptimizer", "TopQGradientOptimizer"]
+
+DQ_STREAM = "paramtx.dq_stream"
+"""The key in ``optimizer.state`` of the ``dq`` stream's position: ``{"seed": int, "count": int}``."""
+
+
+def draw_sparsity(optimizer: Optimizer, group: Dict[str, Any], generator: torch.Generator) -> float:
+    """This draw's ``q``: ``group["q"]``, or with ``dq > 0`` a uniform draw from
+    ``[max(0, q - dq), min(1, q + dq)]`` (:func:`paramtx._top_q.draw_q`).
+
+    The stream's seed (taken from ``generator`` at the first draw) and its
+    draw count live in ``optimizer.state[DQ_STREAM]``, so ``state_dict()`` /
+    ``load_state_dict()`` resume the same sequence of draws.
+    """
+    q, dq = group["q"], group["dq"]
+    if not dq:
+        return q
+    stream = optimizer.state.get(DQ_STREAM)
+    if stream is None:
+        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+        count = 0
+    else:
+        seed, count = stream["seed"], stream["count"]
+    (level,) = _top_q.draw_q(q, dq, seed, count, 1)
+    # a new dict each time: load_state_dict adopts the saved one without copying it
+    optimizer.state[DQ_STREAM] = {"seed": seed, "count": count + 1}
+    return level
+
+
+def kept_per_datum(batch: torch.Tensor, q: float) -> int:
+    """``round((1 - q) * D)`` for the data of a ``(N, *datum)`` batch view."""
+    return _top_q.kept_count(q, math.prod(batch.shape[1:]))
+
+
+def top_q_(rows: torch.Tensor, keep: int) -> torch.Tensor:
+    """In place on an ``(N, D)`` view: :func:`paramtx._top_q.top_q_datum` of each row."""
+    if keep <= 0:
+        rows.zero_()
+    elif keep < rows.shape[-1]:
+        index = _top_q.top_q_indices(rows, keep=keep)
+        kept = rows.gather(-1, index)
+        rows.zero_().scatter_(-1, index, kept)
+    return rows
+
+
+def check_generator(api: str, generator: object) -> torch.Generator:
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"{api}: generator must be a torch.Generator, got {generator!r} (type {type(generator).__name__})"
+        )
+    return generator
+
+
+class _ClampedOptim(ParamTransformingOptimizer):
+    """Shared constructor and checks of the two clamping optimizers."""
+
+    def __init__(
+        self,
+        params: Optional[OptimParams] = None,
+        InnerOpt: InnerOptimizer = SGD,
+        *,
+        clamp_min: Optional[float] = None,
+        clamp_max: Optional[float] = None,
+        defaults: Optional[Dict[str, Any]] = None,
+        param_ndim: Optional[int] = None,
+        **inner_opt_kwargs: Any,
+    ) -> None:
+        defaults = {} if defaults is None else dict(defaults)
+        defaults.setdefault("clamp_min", clamp_min)
+        defaults.setdefault("clamp_max", clamp_max)
+        super().__init__(params, InnerOpt, defaults=defaults, param_ndim=param_ndim, **inner_opt_kwargs)
+
+    def _check_param_group(self, group: Dict[str, Any]) -> None:
+        super()._check_param_group(group)
+        api = type(self).__name__
+        low = _validate.check_optional_real(api, "clamp_min", group["clamp_min"])
+        high = _validate.check_optional_real(api, "clamp_max", group["clamp_max"])
+        if low is None and high is None:
+            raise ValueError(f"{api}: clamp_min or clamp_max must be given, got clamp_min=None, clamp_max=None")
+        if low is not None and high is not None and low > high:
+            raise ValueError(
+                f"{api}: clamp_min must satisfy clamp_min <= clamp_max, got clamp_min={low!r}, clamp_max={high!r}"
+            )
+
+
+class ClampedGradientOptimizer(_ClampedOptim):
+    """Clamp each gradient element into ``[clamp_min, clamp_max]`` before ``InnerOpt.step()``.
+
+    Scope: per element (``param_ndim`` has no effect). Either bound may be
+    ``None``; both can be set per parameter group. The clamp is
+    :func:`paramtx.clamp`, applied in place.
+
+    Example:
+        >>> import torch
+        >>> from paramtx.optim import ClampedGradientOptimizer
+        >>> w = torch.zeros(3, requires_grad=True)
+        >>> opt = ClampedGradientOptimizer([w], clamp_min=-1.0, clamp_max=0.5, lr=1.0)
+        >>> w.backward(gradient=torch.tensor([-4.0, 0.25, 2.0]))
+        >>> opt.step()
+        >>> w.grad, w
+        (tensor([-1.0000,  0.2500,  0.5000]), tensor([ 1.0000, -0.2500, -0.5000], requires_grad=True))
+    """
+
+    def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        if param.grad is None:
+            return
+        param.grad.clamp_(min=optim_group["clamp_min"], max=optim_group["clamp_max"])
+
+
+class ClampedParameterOptimizer(_ClampedOptim):
+    """Clamp each parameter element into ``[clamp_min, clamp_max]`` after ``InnerOpt.step()``.
+
+    Scope: per element. This is the projection :func:`paramtx.project_box`
+    (with either bound optional), applied in place.
+
+    Example:
+        >>> import torch
+        >>> from paramtx.optim import ClampedParameterOptimizer
+        >>> w = torch.tensor([0.5, 0.9], requires_grad=True)
+        >>> opt = ClampedParameterOptimizer([w], clamp_min=0.0, clamp_max=1.0, lr=1.0)
+        >>> w.backward(gradient=torch.tensor([1.0, -1.0]))
+        >>> opt.step()
+        >>> w
+        tensor([0., 1.], requires_grad=True)
+    """
+
+    def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        param.clamp_(min=optim_group["clamp_min"], max=optim_group["clamp_max"])
+
+
+class TopQGradientOptimizer(ParamTransformingOptimizer):
+    """Keep the ``round((1 - q) * D)`` largest-magnitude gradient elements of each datum, zero the rest.
+
+    Then ``InnerOpt.step()`` updates the parameters. Scope: per datum (``D``
+    elements; ``param_ndim`` rule in :mod:`paramtx._param_ndim`); the maths is
+    :func:`paramtx.top_q`'s. ``q`` and ``dq`` can be set per parameter group.
+
+    With ``dq > 0`` each parameter draws its own ``q`` at each step, uniformly
+    from ``[max(0, q - dq), min(1, q + dq)]``. The draws come from a stream
+    seeded once from ``generator``; its position is kept in
+    ``optimizer.state`` so ``state_dict()`` / ``load_state_dict()`` resume the
+    same draws.
+
+    Example:
+        >>> import torch
+        >>> from paramtx.optim import TopQGradientOptimizer
+        >>> w = torch.zeros(2, 3, requires_grad=True)
+        >>> opt = TopQGradientOptimizer([w], q=0.5, lr=1.0, param_ndim=1)   # 2 of 3 per row
+        >>> w.backward(gradient=torch.tensor([[1.0, -3.0, 2.0], [0.5, 0.1, -0.2]]))
+        >>> opt.step()
+        >>> w.grad
+        tensor([[ 0.0000, -3.0000,  2.0000],
+                [ 0.5000,  0.0000, -0.2000]])
+    """
+
+    def __init__(
+        self,
+        params: OptimParams,
+        InnerOpt: InnerOptimizer = SGD,
+        *,
+        q: float = REQUIRED,
+        dq: float = 0.0,
+        param_ndim: Union[int, None] = -1,
+        defaults: Optional[Dict[str, Any]] = None,
+        generator: torch.Generator = torch.default_generator,
+        **inner_opt_kwargs: Any,
+    ) -> None:
+        self._generator = check_generator(type(self).__name__, generator)
+        defaults = {} if defaults is None else dict(defaults)
+        defaults.setdefault("q", q)
+        defaults.setdefault("dq", dq)
+        super().__init__(params, InnerOpt=InnerOpt, defaults=defaults, param_ndim=param_ndim, **inner_opt_kwargs)
+
+    def _check_param_group(self, group: Dict[str, Any]) -> None:
+        super()._check_param_group(group)
+        check_real_in_groups(type(self).__name__, group, "q", low=0.0, high=1.0)
+        check_real_in_groups(type(self).__name__, group, "dq", low=0.0, high=1.0)
+
+    def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
+        grad = param.grad
+        if grad is None:
+            return
+        keep = kept_per_datum(grad, draw_sparsity(self, optim_group, self._generator))
+        per_datum_(type(self).__name__, grad, lambda rows: top_q_(rows, keep), _top_q.top_q_datum, keep=keep)
