@@ -10,6 +10,7 @@ draw, the score term ``∇nu(Z)`` (Berthet et al., 2020, Prop. 3.1):
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -18,63 +19,108 @@ NOISES = ("normal", "gumbel")
 
 
 class NoiseDraw(NamedTuple):
-    """A draw ``z`` and its score term, ``∇nu(z) = score + shift``.
+    """A perturbed draw ``loc + scale * Z`` and the score term ``∇nu(Z) = score + shift``.
 
-    The constant ``shift`` is kept apart so that sums of ``f(..) * ∇nu(z)`` can
+    The constant ``shift`` is kept apart so that sums of ``f(..) * ∇nu(Z)`` can
     add it once, on the sum of ``f``, instead of once per element.
     """
 
-    z: torch.Tensor
+    sample: torch.Tensor
     score: torch.Tensor
     shift: float
+
+
+class NoiseSampler:
+    """Draws ``loc + scale * Z`` and its score term, chunk after chunk, into buffers it reuses.
+
+    Scope: per element (the draws are i.i.d.). Reusing the buffers spares every
+    chunk fresh allocations (and their page faults); the tensors of a draw are
+    therefore only valid until the next draw.
+
+    Normal: ``score`` is ``Z`` and ``shift`` is 0. Gumbel: ``Z = -log(-log U)``,
+    whose score term is ``1 - exp(-Z) = 1 + log U``: ``score`` is ``log U`` and
+    ``shift`` is 1. ``U = (2k + 1) / 2**24`` for 23 random bits ``k``: a uniform
+    on the float32 grid that is never 0 or 1, so every draw is finite.
+
+    Args:
+        noise: ``"normal"`` or ``"gumbel"``.
+        generator: the random stream; the global one if ``None``.
+        dtype: ``torch.float32`` or ``torch.float64``.
+        device: where to draw.
+
+    Raises:
+        ValueError: for another ``noise``.
+    """
+
+    def __init__(
+        self,
+        noise: str,
+        *,
+        generator: Optional[torch.Generator] = None,
+        dtype: torch.dtype = torch.float32,
+        device: Optional[torch.device] = None,
+    ) -> None:
+        if noise not in NOISES:
+            raise ValueError(f"NoiseSampler: noise must be one of {NOISES}, got {noise!r}")
+        self.noise, self.generator, self.dtype, self.device = noise, generator, dtype, device
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def draw(self, shape: tuple[int, ...], loc: Optional[torch.Tensor] = None, scale: float = 1.0) -> NoiseDraw:
+        """The next draw of ``Z`` of ``shape``: ``(loc + scale * Z, score, shift)``, ``loc`` broadcast."""
+        score = self._buffer("score", shape, self.dtype)
+        values = self._buffer("sample", shape, self.dtype)
+        if self.noise == "normal":
+            values.copy_(score.normal_(generator=self.generator))  # Z
+            shift, factor = 0.0, scale
+        else:
+            bits = self._buffer("bits", shape, torch.int32).random_(generator=self.generator)
+            odd = bits.bitwise_right_shift_(7).bitwise_or_(1)  # 2k + 1 < 2**24
+            score.copy_(odd).mul_(2.0**-24).log_()              # log U
+            values.copy_(score).neg_().log_()                    # log(-log U) = -Z
+            shift, factor = 1.0, -scale
+        if loc is None:
+            sample = values.mul_(factor)
+        elif torch.broadcast_shapes(loc.shape, shape) == tuple(shape):
+            sample = values.mul_(factor).add_(loc)
+        else:  # loc adds dims: a new tensor
+            sample = torch.add(loc, values, alpha=factor)
+        return NoiseDraw(sample, score, shift)
+
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        numel = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel:
+            buffer = torch.empty(numel, dtype=dtype, device=self.device)
+            self._buffers[name] = buffer
+        return buffer[:numel].view(shape)
 
 
 def sample_noise(
     noise: str,
     shape: tuple[int, ...],
     *,
+    loc: Optional[torch.Tensor] = None,
+    scale: float = 1.0,
     generator: Optional[torch.Generator] = None,
     dtype: torch.dtype = torch.float32,
     device: Optional[torch.device] = None,
 ) -> NoiseDraw:
-    """Draw ``Z`` of ``shape`` from ``noise``, with its score term ``∇nu(Z)``.
+    """One draw of ``loc + scale * Z``, ``Z`` of ``shape`` from ``noise``, with its score term.
 
-    Scope: per element (the draws are i.i.d.).
-
-    Normal: ``score`` is ``Z`` itself (the same tensor) and ``shift`` is 0.
-    Gumbel: ``Z = -log(-log U)`` for a uniform ``U``, whose score term is
-    ``1 - exp(-Z) = 1 + log U``: ``score`` is ``log U`` and ``shift`` is 1.
-    ``U`` is clamped below at the dtype's smallest normal number, so every
-    draw is finite.
-
-    Args:
-        noise: ``"normal"`` or ``"gumbel"``.
-        shape: the shape of the draw.
-        generator: the random stream; the global one if ``None``.
-        dtype: a floating dtype.
-        device: where to draw.
+    A :class:`NoiseSampler` used once: see there for the distributions.
 
     Returns:
-        A :class:`NoiseDraw` ``(z, score, shift)`` with ``∇nu(z) = score + shift``.
-
-    Raises:
-        ValueError: for another ``noise``.
+        A :class:`NoiseDraw` ``(sample, score, shift)``: ``sample = loc + scale * Z``
+        and ``∇nu(Z) = score + shift``.
 
     Example:
         >>> import torch
         >>> from paramtx._noise import sample_noise
         >>> draw = sample_noise("gumbel", (4,), generator=torch.Generator().manual_seed(0))
-        >>> draw.z
-        tensor([ 0.3557,  1.3330, -0.8858, -0.7054])
-        >>> torch.allclose(draw.score + draw.shift, 1 - torch.exp(-draw.z))
+        >>> draw.sample
+        tensor([-0.8444, -0.5210,  0.1707,  0.9857])
+        >>> torch.allclose(draw.score + draw.shift, 1 - torch.exp(-draw.sample))
         True
     """
-    if noise == "normal":
-        z = torch.randn(shape, generator=generator, dtype=dtype, device=device)
-        return NoiseDraw(z, z, 0.0)
-    if noise == "gumbel":
-        log_u = torch.rand(shape, generator=generator, dtype=dtype, device=device)
-        log_u = log_u.clamp_min_(torch.finfo(dtype).tiny).log_()
-        z = log_u.neg().log_().neg_()
-        return NoiseDraw(z, log_u, 1.0)
-    raise ValueError(f"sample_noise: noise must be one of {NOISES}, got {noise!r}")
+    sampler = NoiseSampler(noise, generator=generator, dtype=dtype, device=device)
+    return sampler.draw(tuple(shape), loc=loc, scale=scale)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
@@ -22,20 +22,25 @@ def norm_floor(dtype: torch.dtype, eps: float) -> float:
     return max(eps, torch.finfo(dtype).tiny)
 
 
-def datum_norm(datum: torch.Tensor, p: float) -> torch.Tensor:
-    """The Lp norm of a flattened datum, kept as a length-1 last dim."""
-    return torch.linalg.vector_norm(datum, ord=p, dim=-1, keepdim=True)
+Dims = Union[int, tuple[int, ...]]
+"""The dims a datum spans: ``-1`` for a flattened datum; the datum dims of an
+unflattened tensor for a sharded one (see :mod:`paramtx._sharded`)."""
 
 
-def normalize_divisor(datum: torch.Tensor, *, p: float, eps: float) -> torch.Tensor:
-    """``max(||datum||_p, eps)``, kept as a length-1 last dim: what :func:`normalize_datum`
+def datum_norm(datum: torch.Tensor, p: float, dims: Dims = -1) -> torch.Tensor:
+    """The Lp norm of a datum over ``dims``, kept as length-1 dims."""
+    return torch.linalg.vector_norm(datum, ord=p, dim=dims, keepdim=True)
+
+
+def normalize_divisor(datum: torch.Tensor, *, p: float, eps: float, dims: Dims = -1) -> torch.Tensor:
+    """``max(||datum||_p, eps)``, kept as length-1 dims: what :func:`normalize_datum`
     divides by. (The torch.optim shims divide their gradients by it in place.)"""
-    return datum_norm(datum, p).clamp(min=norm_floor(datum.dtype, eps))
+    return datum_norm(datum, p, dims).clamp(min=norm_floor(datum.dtype, eps))
 
 
-def normalize_datum(datum: torch.Tensor, *, p: float, eps: float) -> torch.Tensor:
+def normalize_datum(datum: torch.Tensor, *, p: float, eps: float, dims: Dims = -1) -> torch.Tensor:
     """``datum / max(||datum||_p, eps)``; a zero datum stays zero."""
-    return datum / normalize_divisor(datum, p=p, eps=eps)
+    return datum / normalize_divisor(datum, p=p, eps=eps, dims=dims)
 
 
 def normalize(p: float = 2, param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:

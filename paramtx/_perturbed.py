@@ -8,18 +8,21 @@ path), the perturbed solver is ``F(θ) = E[f(θ + σZ)]`` and its Jacobian is
 ``E[f(θ + σZ) ∇ν(Z)ᵀ] / σ`` (see :mod:`paramtx._noise` for ``∇ν``). Both are
 Monte-Carlo means over ``num_samples`` draws.
 
-Memory does not grow with ``num_samples``: the draws are processed in chunks and
-nothing per-draw is kept for backward. Backward uses one of two strategies:
+Memory does not grow with ``num_samples``: the draws are made and solved in
+chunks (about 4 MiB of noise each, in reused buffers) and nothing per draw is
+kept for backward. Backward uses one of two strategies:
 
 * ``"jacobian"``: forward also accumulates the Jacobian estimate, one
   ``(out_size, in_size)`` matrix per example; backward is a product with it.
 * ``"recompute"``: forward keeps only ``θ`` and the seed of its draws; backward
-  draws the same noise again, chunk by chunk, and evaluates ``f`` again (so
-  ``f`` must be deterministic).
+  draws the same noise again, chunk by chunk, and calls ``f`` again (so ``f``
+  must be deterministic).
 
 ``"auto"`` picks ``"jacobian"`` when that matrix is cheap to build and to hold
 (see :func:`_use_jacobian`; the crossover is measured in
-``benchmarks/bench_perturbed.py``), else ``"recompute"``.
+``benchmarks/bench_perturbed.py``), else ``"recompute"``. The Function below
+also carries a vmap rule: vmapped copies of ``θ`` share one draw of the noise,
+and random numbers are only drawn outside every vmap level.
 """
 
 from __future__ import annotations
@@ -31,23 +34,26 @@ from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 import torch
 
 from paramtx import _validate
-from paramtx._noise import NOISES, NoiseDraw, sample_noise
+from paramtx._noise import NOISES, NoiseDraw, NoiseSampler
 
 STRATEGIES = ("auto", "jacobian", "recompute")
 
-# One chunk draws about this many bytes of noise (the working set of a chunk is
-# a small multiple of it).
+# One chunk draws about this many bytes of noise; the working set of a chunk is
+# a small multiple of it. 2 to 8 MiB ran equally fast on a 2-core CPU
+# (benchmarks/bench_perturbed.py); fewer, larger chunks mean fewer small ops,
+# which matters when the cores are oversubscribed.
 _CHUNK_BYTES = 4 * 2**20
 # "auto" builds the Jacobian when it holds at most this many bytes ...
 _JACOBIAN_MAX_BYTES = 64 * 2**20
 # ... and costs at most this many multiply-adds per draw, per unit of the
 # (in_size + out_size) elements that one more draw and solve would touch.
-_JACOBIAN_FLOPS_RATIO = 64
+_JACOBIAN_FLOPS_RATIO = 128
 
 
 class _Spec(NamedTuple):
     """Everything about a perturbed call except ``θ``."""
 
+    api: str
     func: Callable[[torch.Tensor], torch.Tensor]
     num_samples: int
     sigma: float
@@ -57,6 +63,9 @@ class _Spec(NamedTuple):
     generator: Optional[torch.Generator]
     device: Optional[torch.device]
     strategy: str
+    # True: func returns, for each row, the flat position of the 1 of a one-hot
+    # solution of the row's shape (so sums are counts, and products gathers).
+    one_hot_index: bool = False
 
 
 def perturbed(
@@ -87,7 +96,8 @@ def perturbed(
     The four signatures of the reference implementation are the cases where
     ``(...)`` is ``(D1, ..., Dk)`` or ``()``; any other per-example output
     shape works too. Extra positional and keyword arguments of the returned
-    function are passed to ``func`` unchanged (and are not differentiated).
+    function are passed to ``func`` unchanged: they are not differentiated, nor
+    batched by ``torch.func.vmap``.
 
     Scope: per example. The noise has the shape of one example and is drawn
     independently for every example and every sample.
@@ -135,12 +145,12 @@ def perturbed(
         ...     return torch.nn.functional.one_hot(x.argmax(-1), x.shape[-1]).float()
         >>> theta = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0]], requires_grad=True)
         >>> argmax(theta)                            # ≈ softmax(theta / 0.5)
-        tensor([[0.0072, 0.8173, 0.0132, 0.1599, 0.0024]], grad_fn=<SelectBackward0>)
+        tensor([[0.0050, 0.8151, 0.0123, 0.1657, 0.0019]], grad_fn=<SelectBackward0>)
         >>> torch.softmax(theta / 0.5, -1)
         tensor([[0.0055, 0.8152, 0.0122, 0.1646, 0.0025]], grad_fn=<SoftmaxBackward0>)
         >>> argmax(theta)[0, 1].backward()         # a Monte-Carlo estimate of ...
         >>> theta.grad
-        tensor([[ 0.0106,  0.3190, -0.0323, -0.2509, -0.0296]])
+        tensor([[-0.0126,  0.2816, -0.0647, -0.2947,  0.0038]])
         >>> torch.func.grad(lambda t: torch.softmax(t / 0.5, -1)[0, 1])(theta.detach())  # ... this
         tensor([[-0.0090,  0.3013, -0.0199, -0.2684, -0.0040]])
     """
@@ -151,7 +161,7 @@ def perturbed(
     spec, batched = make_spec("perturbed", func, **options)
     if func is None:
         return functools.partial(perturbed, **options)
-    return wrap("perturbed", func, spec, batched)
+    return wrap(spec, batched)
 
 
 def make_spec(
@@ -189,17 +199,17 @@ def make_spec(
         device = torch.device(device)
     if func is not None and not callable(func):
         raise TypeError(f"{api}: func must be callable, got {func!r}")
-    spec = _Spec(func, num_samples, sigma, noise, chunk_size, seed, generator, device, strategy)
+    spec = _Spec(api, func, num_samples, sigma, noise, chunk_size, seed, generator, device, strategy)
     return spec, batched
 
 
-def wrap(api: str, func: Callable[..., Any], spec: _Spec, batched: bool) -> Callable[..., torch.Tensor]:
-    """The perturbed version of ``func`` for checked options ``spec``."""
+def wrap(spec: _Spec, batched: bool) -> Callable[..., torch.Tensor]:
+    """The perturbed version of ``spec.func`` for checked options ``spec``."""
 
-    @functools.wraps(func)
+    @functools.wraps(spec.func)
     def perturbed_func(theta: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        _check_input(api, theta, batched)
-        call = spec._replace(func=functools.partial(_call_with, func, args, kwargs))
+        _check_input(spec.api, theta, batched)
+        call = spec._replace(func=functools.partial(_call_with, spec.func, args, kwargs))
         # Internal layout (K, B, *event): K copies that share their noise
         # (K > 1 only under vmap), B examples with independent noise.
         theta3 = theta.unsqueeze(0) if batched else theta.reshape(1, 1, *theta.shape)
@@ -261,9 +271,7 @@ class _PerturbedMean(torch.autograd.Function):
             return None, None, None
         theta, jacobian, seed = ctx.saved_tensors
         if jacobian.dim() == 4:  # (K, B, out_size, in_size), built by forward
-            k, b = grad_mean.shape[:2]
-            grad = torch.matmul(grad_mean.reshape(k, b, 1, -1), jacobian)
-            return grad.reshape(theta.shape), None, None
+            return _JacobianVJP.apply(grad_mean, jacobian, theta), None, None
         grad = _PerturbedVJP.apply(grad_mean.unsqueeze(0), theta, seed, ctx.spec)
         return grad[0], None, None
 
@@ -279,12 +287,36 @@ class _PerturbedMean(torch.autograd.Function):
         return (mean.unflatten(0, (v, k)), jacobian, seed), (0, jacobian_dim, None)
 
 
+class _JacobianVJP(torch.autograd.Function):
+    """``(cotangents (K, B, *out), jacobian (K, B, out, in), θ) ↦ (K, B, *event)``.
+
+    The product with the Jacobian estimate built in forward. ``θ`` is an input
+    only so that a second derivative raises, as with :class:`_PerturbedVJP`,
+    instead of silently treating the estimate as constant in ``θ``.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(grads: torch.Tensor, jacobian: torch.Tensor, theta: torch.Tensor):
+        k, b = grads.shape[:2]
+        return torch.matmul(grads.reshape(k, b, 1, -1), jacobian).reshape(theta.shape)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any):
+        raise NotImplementedError("perturbed: second derivatives are not supported")
+
+
 class _PerturbedVJP(torch.autograd.Function):
     """``(cotangents (C, K, B, *out), θ, seed) ↦ (C, K, B, *event)`` by redrawing the noise."""
 
     @staticmethod
     def forward(grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: _Spec):
-        return _recomputed_vjp(grads, theta, int(seed), spec)
+        return _recomputed_vjp(grads, theta, int(seed) % 2**64, spec)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
@@ -318,45 +350,89 @@ def _forward(theta: torch.Tensor, spec: _Spec, want_jacobian: bool):
     """The means, and the Jacobian estimate if wanted and cheap (else an empty tensor)."""
     seed = _draw_seed(spec)
     total = jacobian = None
-    for out, draw, out_shape in _solutions(theta, spec, seed):
-        total = out.sum(2) if total is None else total.add_(out.sum(2))
-        if jacobian is None and want_jacobian:
-            b, o, d = draw.score.shape[0], out.shape[-1], draw.score.shape[-1]
-            want_jacobian = _use_jacobian(spec.strategy, b, o, d, draw.score.element_size())
-            if want_jacobian:
-                jacobian = torch.zeros(out.shape[0], b, o, d, dtype=out.dtype, device=out.device)
+    for chunk in _solutions(theta, spec, seed):
+        if total is None:
+            score = chunk.draw.score  # (B, n, D)
+            k, b, o, d = theta.shape[0], score.shape[0], chunk.size, score.shape[-1]
+            total = score.new_zeros(k, b, o)
+            dense = not spec.one_hot_index
+            if want_jacobian and _use_jacobian(spec.strategy, b, o, d, score.element_size(), dense):
+                jacobian = score.new_zeros(k, b, o, d)
+        chunk.add_sum_to(total)
         if jacobian is not None:
-            jacobian.add_(torch.matmul(out.transpose(-1, -2), draw.score))
-    k, b = theta.shape[:2]
+            chunk.add_outer_score_to(jacobian)
     if jacobian is None:
         jacobian = theta.new_empty(0)
     else:  # the score's constant shift, added once: Σ f ⊗ (score + shift)
-        jacobian = jacobian.add_(total.unsqueeze(-1), alpha=draw.shift)
+        jacobian = jacobian.add_(total.unsqueeze(-1), alpha=chunk.draw.shift)
         jacobian = (jacobian / (spec.sigma * spec.num_samples)).to(theta)
-    mean = (total / spec.num_samples).reshape(k, b, *out_shape)
-    return mean.to(theta), jacobian, torch.tensor(seed, dtype=torch.int64)
+    mean = (total / spec.num_samples).reshape(*theta.shape[:2], *chunk.shape)
+    # The seed, as an int64 of the same bits, for the recompute strategy.
+    seed_bits = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
+    return mean.to(theta), jacobian, seed_bits
 
 
 def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: _Spec) -> torch.Tensor:
     """``E[<g, f(θ + σZ)> ∇ν(Z)] / σ`` for each cotangent ``g``, the forward's noise drawn again."""
     c, k, b = grads.shape[:3]
+    device = spec.device if spec.device is not None else theta.device
+    g = grads.reshape(c, k, b, -1).to(device=device, dtype=_work_dtype(theta.dtype))
     total = weight_sum = None
-    for out, draw, _ in _solutions(theta, spec, seed):
-        g = grads.reshape(c, k, b, 1, -1).to(out)
-        weights = torch.matmul(out.unsqueeze(0), g.transpose(-1, -2))  # (C, K, B, n, 1)
-        term = torch.matmul(weights.transpose(-1, -2), draw.score)      # (C, K, B, 1, D)
+    for chunk in _solutions(theta, spec, seed):
+        weights = chunk.dot(g).unsqueeze(-2)                     # <g, f>: (C, K, B, 1, n)
+        term = torch.matmul(weights, chunk.draw.score)           # (C, K, B, 1, D)
         total = term if total is None else total.add_(term)
-        weight_sum = weights.sum(-2, keepdim=True) + (0 if weight_sum is None else weight_sum)
-    total = total.add_(weight_sum, alpha=draw.shift)
+        summed = weights.sum(-1, keepdim=True)
+        weight_sum = summed if weight_sum is None else weight_sum.add_(summed)
+    total = total.add_(weight_sum, alpha=chunk.draw.shift)  # the score's constant shift, added once
     grad = total / (spec.sigma * spec.num_samples)
     return grad.reshape(c, *theta.shape).to(theta)
 
 
-def _solutions(theta: torch.Tensor, spec: _Spec, seed: int) -> Iterator[tuple[torch.Tensor, NoiseDraw, tuple]]:
-    """Yield ``(func outputs (K, B, n, out_size), noise draw (B, n, in_size), out_shape)`` per chunk.
+class _Chunk(NamedTuple):
+    """One chunk's solutions, for ``K`` copies, ``B`` examples and ``n`` draws.
 
-    The noise is drawn from a generator seeded with ``seed``: the same seed and
-    shapes give the same chunks and the same draws.
+    ``values`` (K, B, n, size) holds them, or, for one-hot solutions, ``index``
+    (K, B, n) holds the position of each 1. ``draw`` is the chunk's noise.
+    """
+
+    values: Optional[torch.Tensor]
+    index: Optional[torch.Tensor]
+    shape: tuple[int, ...]
+    size: int
+    draw: NoiseDraw
+
+    def add_sum_to(self, total: torch.Tensor) -> None:
+        """``total (K, B, size) += Σ_n f``."""
+        if self.values is not None:
+            total.add_(self.values.sum(2))
+        else:
+            total.scatter_add_(-1, self.index, torch.ones(self.index.shape, dtype=total.dtype, device=total.device))
+
+    def add_outer_score_to(self, jacobian: torch.Tensor) -> None:
+        """``jacobian (K, B, size, D) += Σ_n f ⊗ score``."""
+        score = self.draw.score
+        if self.values is not None:
+            jacobian.add_(torch.matmul(self.values.transpose(-1, -2), score))
+            return
+        k, b, n = self.index.shape
+        rows = self.index + self.size * torch.arange(k * b, device=self.index.device).view(k, b, 1)
+        scores = score.expand(k, *score.shape).reshape(k * b * n, score.shape[-1])
+        jacobian.view(k * b * self.size, -1).index_add_(0, rows.view(-1), scores)
+
+    def dot(self, g: torch.Tensor) -> torch.Tensor:
+        """``<g, f>`` for cotangents ``g`` (C, K, B, size): (C, K, B, n)."""
+        if self.values is not None:
+            return torch.matmul(self.values.unsqueeze(0), g.unsqueeze(-1)).squeeze(-1)
+        return torch.gather(g, -1, self.index.expand(g.shape[0], *self.index.shape))
+
+
+def _solutions(theta: torch.Tensor, spec: _Spec, seed: int) -> Iterator[_Chunk]:
+    """Draw the noise and solve the perturbed problems, chunk by chunk.
+
+    The noise, ``(B, n, D)`` per chunk, comes from a generator seeded with
+    ``seed``: the same seed and shapes give the same chunks and the same draws.
+    A chunk's tensors are only valid until the next one is drawn.
     """
     device = spec.device if spec.device is not None else theta.device
     dtype = _work_dtype(theta.dtype)
@@ -364,31 +440,38 @@ def _solutions(theta: torch.Tensor, spec: _Spec, seed: int) -> Iterator[tuple[to
     event = theta.shape[2:]
     d = math.prod(event)
     base = theta.detach().to(device=device, dtype=dtype).reshape(k, b, 1, d)
+    if k == 1:  # a sample of the noise's own shape can be built in place
+        base = base[0]
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
+    sampler = NoiseSampler(spec.noise, generator=generator, dtype=dtype, device=device)
     out_shape = None
     for n in _chunk_lengths(spec, b * d * base.element_size()):
-        draw = sample_noise(spec.noise, (b, n, d), generator=generator, dtype=dtype, device=device)
-        x = torch.add(base, draw.z, alpha=spec.sigma).reshape(k * b * n, *event)
-        draw = draw._replace(z=None)
+        draw = sampler.draw((b, n, d), loc=base, scale=spec.sigma)
+        x = draw.sample.reshape(k * b * n, *event)
+        draw = draw._replace(sample=None)
         with torch.no_grad():
             y = spec.func(x)
         del x
-        out_shape = _check_output(y, k * b * n, out_shape)
-        yield y.reshape(k, b, n, math.prod(out_shape)).to(dtype=dtype, device=device), draw, out_shape
+        if spec.one_hot_index:
+            yield _Chunk(None, y.to(device).view(k, b, n), tuple(event), d, draw)
+            continue
+        out_shape = _check_output(spec.api, y, k * b * n, out_shape)
+        size = math.prod(out_shape)
+        yield _Chunk(y.reshape(k, b, n, size).to(dtype=dtype, device=device), None, out_shape, size, draw)
 
 
-def _check_output(y: object, rows: int, expected: Optional[tuple]) -> tuple:
+def _check_output(api: str, y: object, rows: int, expected: Optional[tuple]) -> tuple:
     if not isinstance(y, torch.Tensor):
-        raise TypeError(f"perturbed: func must return a tensor, got {type(y).__name__}")
+        raise TypeError(f"{api}: func must return a tensor, got {type(y).__name__}")
     if y.dim() == 0 or y.shape[0] != rows:
         raise ValueError(
-            f"perturbed: func must return one solution per input row: given {rows} rows, "
+            f"{api}: func must return one solution per input row: given {rows} rows, "
             f"it returned shape {tuple(y.shape)}"
         )
     shape = tuple(y.shape[1:])
     if expected is not None and shape != expected:
-        raise ValueError(f"perturbed: func returned solutions of shape {shape}, earlier {expected}")
+        raise ValueError(f"{api}: func returned solutions of shape {shape}, earlier {expected}")
     return shape
 
 
@@ -401,17 +484,18 @@ def _chunk_lengths(spec: _Spec, bytes_per_sample: int) -> Iterator[int]:
         left -= n
 
 
-def _use_jacobian(strategy: str, b: int, out_size: int, in_size: int, itemsize: int) -> bool:
+def _use_jacobian(strategy: str, b: int, out_size: int, in_size: int, itemsize: int, dense: bool) -> bool:
     """Whether forward should build the ``(B, out_size, in_size)`` Jacobian estimate.
 
-    Building it costs ``out_size * in_size`` multiply-adds per draw and example;
+    Building it from dense solutions costs ``out_size * in_size`` multiply-adds
+    per draw and example (from one-hot positions, only ``in_size``);
     recomputing in backward costs one more noise draw and solve, roughly
     proportional to ``in_size + out_size``.
     """
     if strategy != "auto":
         return strategy == "jacobian"
     small = b * out_size * in_size * itemsize <= _JACOBIAN_MAX_BYTES
-    cheap = out_size * in_size <= _JACOBIAN_FLOPS_RATIO * (out_size + in_size)
+    cheap = not dense or out_size * in_size <= _JACOBIAN_FLOPS_RATIO * (out_size + in_size)
     return small and cheap
 
 

@@ -9,6 +9,11 @@ import torch
 from paramtx._perturbed import make_spec, wrap
 
 
+def _flat_argmax(x: torch.Tensor) -> torch.Tensor:
+    """The position of the largest entry of each row ``x[i]``, over all its dims (ties: the first)."""
+    return torch.max(x.reshape(x.shape[0], -1), dim=-1).indices
+
+
 def one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
     """The one-hot of the largest entry of each row ``x[i]`` (over all its dims).
 
@@ -22,8 +27,7 @@ def one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
                 [1., 0., 0.]])
     """
     flat = x.reshape(x.shape[0], -1)
-    index = torch.max(flat, dim=-1, keepdim=True).indices
-    return torch.zeros_like(flat).scatter_(-1, index, 1.0).reshape(x.shape)
+    return torch.zeros_like(flat).scatter_(-1, _flat_argmax(x).unsqueeze(-1), 1.0).reshape(x.shape)
 
 
 def perturbed_argmax(
@@ -54,7 +58,7 @@ def perturbed_argmax(
         >>> import torch, paramtx as ptx
         >>> theta = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0]])
         >>> ptx.perturbed_argmax(theta, num_samples=10_000, sigma=0.5, seed=0)
-        tensor([[0.0072, 0.8173, 0.0132, 0.1599, 0.0024]])
+        tensor([[0.0050, 0.8151, 0.0123, 0.1657, 0.0019]])
         >>> torch.softmax(theta / 0.5, dim=-1)
         tensor([[0.0055, 0.8152, 0.0122, 0.1646, 0.0025]])
     """
@@ -63,4 +67,7 @@ def perturbed_argmax(
         api, one_hot_argmax, num_samples=num_samples, sigma=sigma, noise=noise, batched=batched,
         device=device, chunk_size=chunk_size, seed=seed, generator=generator, strategy=strategy,
     )
-    return wrap(api, one_hot_argmax, spec, batched)(theta)
+    # The solver hands over only the position of each 1: the sums over samples
+    # become counts and index additions, not dense reductions and matmuls.
+    spec = spec._replace(func=_flat_argmax, one_hot_index=True)
+    return wrap(spec, batched)(theta)

@@ -13,19 +13,19 @@ import torch
 
 from paramtx import _param_ndim, _tree, _validate
 from paramtx._base import GradientTransformation, Params, Updates, EmptyState
-from paramtx._normalize import datum_norm
+from paramtx._normalize import Dims, datum_norm
 
 
-def l2_ball_scale(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
-    """``min(1, epsilon / ||datum||_2)``, kept as a length-1 last dim: the factor
+def l2_ball_scale(datum: torch.Tensor, *, epsilon: float, dims: Dims = -1) -> torch.Tensor:
+    """``min(1, epsilon / ||datum||_2)``, kept as length-1 dims: the factor
     :func:`l2_ball_datum` scales by. (The torch.optim shims scale parameters by it in place.)"""
-    norm = datum_norm(datum, 2.0).clamp(min=torch.finfo(datum.dtype).tiny)
-    return (epsilon / norm).clamp(max=1.0)
+    # A zero datum gives epsilon / 0 = inf, which the clamp turns into 1: no guard needed.
+    return (epsilon / datum_norm(datum, 2.0, dims)).clamp(max=1.0)
 
 
-def l2_ball_datum(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
-    """Scale a flattened datum onto the L2 ball of radius ``epsilon`` if it lies outside."""
-    return datum * l2_ball_scale(datum, epsilon=epsilon)
+def l2_ball_datum(datum: torch.Tensor, *, epsilon: float, dims: Dims = -1) -> torch.Tensor:
+    """Scale a datum (flattened, or spanning ``dims``) onto the L2 ball of radius ``epsilon``."""
+    return datum * l2_ball_scale(datum, epsilon=epsilon, dims=dims)
 
 
 def l1_ball_datum(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:

@@ -58,22 +58,13 @@ def _splits_data(placement: Any, first_datum_dim: int, ndim: int) -> bool:
 
 
 @functools.cache
-def _across_shards() -> dict[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
-    """Datum functions whose only cross-element step is an Lp norm, restated over
-    the datum dims ``dims`` of a whole tensor (tests pin them to the originals)."""
-    from paramtx._normalize import norm_floor, normalize_datum
+def _across_shards() -> frozenset[Callable[..., torch.Tensor]]:
+    """Datum functions whose only cross-element step is an Lp norm; they take the
+    datum ``dims`` of an unflattened tensor, so DTensor can reduce across shards."""
+    from paramtx._normalize import normalize_datum
     from paramtx._projections import l2_ball_datum
 
-    def norm(x: torch.Tensor, dims: tuple[int, ...], p: float) -> torch.Tensor:
-        return torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True)
-
-    def normalize(x, dims, *, p: float, eps: float):
-        return x / norm(x, dims, p).clamp(min=norm_floor(x.dtype, eps))
-
-    def l2_ball(x, dims, *, epsilon: float):
-        return x * (epsilon / norm(x, dims, 2.0).clamp(min=torch.finfo(x.dtype).tiny)).clamp(max=1.0)
-
-    return {normalize_datum: normalize, l2_ball_datum: l2_ball}
+    return frozenset({normalize_datum, l2_ball_datum})
 
 
 def _datum_splitters(api: str, x: Any, param_ndim: Optional[int]) -> list[bool]:
@@ -113,10 +104,9 @@ def map_data(
         out = _param_ndim.map_data(api, datum_fn, param_ndim, *(t.to_local() for t in tensors), **options)
         return DTensor.from_local(out, mesh, placements, shape=x.shape, stride=stride)
 
-    reduced = _across_shards().get(datum_fn)
-    if reduced is not None:  # route "reduce"
+    if datum_fn in _across_shards():  # route "reduce"
         first = x.ndim - _param_ndim.datum_ndim(api, x.shape, param_ndim)
-        out = reduced(x, tuple(range(first, x.ndim)), **options)
+        out = datum_fn(x, dims=tuple(range(first, x.ndim)), **options)
         return out if tuple(out.placements) == placements else out.redistribute(mesh, placements)
 
     # route "gather"
