@@ -51,6 +51,17 @@ def frank_wolfe_weights(alpha: Union[float, torch.Tensor], epsilon: float) -> tu
     return 1 - alpha, -(alpha * epsilon)
 
 
+def frank_wolfe_update(
+    param: torch.Tensor, direction: torch.Tensor, alpha: Union[float, torch.Tensor], epsilon: float
+) -> torch.Tensor:
+    """``-alpha * (param + epsilon * direction)``: the update that moves ``param`` to
+    :func:`frank_wolfe_point`, written directly rather than as ``point - param``,
+    which would cancel catastrophically for a small ``alpha`` (and costs two more
+    full-size temporaries)."""
+    # ``.to``: a float64 0-d ``alpha`` (from tensor step counts) must not promote a 0-d param.
+    return (torch.add(param, direction, alpha=epsilon) * -alpha).to(param.dtype)
+
+
 def frank_wolfe(
     epsilon: float, lr: float = 2.0, use_default_lr_schedule: bool = True, eps: float = TINY
 ) -> GradientTransformation:
@@ -96,7 +107,7 @@ def frank_wolfe(
 
     def leaf_update(direction: torch.Tensor, param: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         alpha = frank_wolfe_rate(lr, count, use_default_lr_schedule, eps)
-        return frank_wolfe_point(param, direction, alpha, epsilon) - param
+        return frank_wolfe_update(param, direction, alpha, epsilon)
 
     def update_fn(updates: Updates, state: FrankWolfeState, params: Optional[Params] = None):
         _validate.check_state("frank_wolfe", state, FrankWolfeState)

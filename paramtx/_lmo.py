@@ -15,7 +15,7 @@ from paramtx import _param_ndim, _validate
 from paramtx._base import GradientTransformation, stateless
 from paramtx._normalize import TINY, normalize, normalize_datum
 from paramtx._elementwise import sign
-from paramtx._top_q import sparsifying_transform, top_q_datum
+from paramtx._top_q import sparsifying_transform, top_q_datum, top_q_indices
 
 
 def l1_lmo_datum(datum: torch.Tensor) -> torch.Tensor:
@@ -25,8 +25,17 @@ def l1_lmo_datum(datum: torch.Tensor) -> torch.Tensor:
 
 
 def l1q_lmo_datum(datum: torch.Tensor, *, keep: int, eps: float) -> torch.Tensor:
-    """The L1-normalized sign of the datum's ``keep`` largest-magnitude elements."""
-    return normalize_datum(top_q_datum(datum, keep=keep).sign(), p=1.0, eps=eps)
+    """The L1-normalized sign of the datum's ``keep`` largest-magnitude elements.
+
+    Equal to ``normalize(sign(top_q(datum)), p=1)`` bit for bit, but the signs
+    are normalized before they are scattered, touching ``keep`` elements rather
+    than the whole datum: their L1 norm is a count of +-1s, exact in any order.
+    """
+    if keep <= 0 or keep >= datum.shape[-1]:
+        return normalize_datum(top_q_datum(datum, keep=keep).sign(), p=1.0, eps=eps)
+    index = top_q_indices(datum, keep=keep)
+    kept = normalize_datum(datum.gather(-1, index).sign(), p=1.0, eps=eps)
+    return torch.zeros_like(datum).scatter(-1, index, kept)
 
 
 def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:

@@ -25,6 +25,10 @@ def l2_ball_scale(datum: torch.Tensor, *, epsilon: float, dims: Dims = -1) -> to
 
 def l2_ball_datum(datum: torch.Tensor, *, epsilon: float, dims: Dims = -1) -> torch.Tensor:
     """Scale a datum (flattened, or spanning ``dims``) onto the L2 ball of radius ``epsilon``."""
+    if dims == -1 and datum.shape[-1] == 1:
+        # A one-element datum (e.g. each entry of a bias with param_ndim=-1): the ball is
+        # [-epsilon, epsilon], and a clamp lands exactly on its edge in one pass.
+        return datum.clamp(-epsilon, epsilon)
     return datum * l2_ball_scale(datum, epsilon=epsilon, dims=dims)
 
 

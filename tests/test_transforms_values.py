@@ -549,3 +549,19 @@ def test_apply_updates_keeps_the_parameter_dtype(param_dtype, update_dtype):
     out = ptx.apply_updates([torch.ones(2, dtype=param_dtype)], [torch.full((2,), 0.5, dtype=update_dtype)])
     assert out[0].dtype == param_dtype
     torch.testing.assert_close(out[0], torch.full((2,), 1.5, dtype=param_dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("keep", [0, 1, 7, 63, 64])
+def test_l1q_lmo_normalizes_kept_signs_exactly_as_sign_of_top_q_then_l1_normalize(dtype, keep):
+    # l1q_lmo_datum normalizes the kept signs before scattering them; the L1 norm of
+    # +-1s is an exact count in any summation order, so the shortcut must be bit-exact.
+    from paramtx._lmo import l1q_lmo_datum
+    from paramtx._normalize import normalize_datum
+    from paramtx._top_q import top_q_datum
+
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(keep)).to(dtype)
+    x[1] = 0  # a zero datum
+    x[2, :40] = 0  # fewer non-zeros than some keeps
+    expected = normalize_datum(top_q_datum(x, keep=keep).sign(), p=1.0, eps=1e-38)
+    assert torch.equal(l1q_lmo_datum(x, keep=keep, eps=1e-38), expected)

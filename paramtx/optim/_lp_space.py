@@ -255,7 +255,11 @@ class L2ProjectedOptim(L2NormedGradientOptim):
         per_datum_(
             type(self).__name__,
             param,
-            lambda rows: rows.mul_(_projections.l2_ball_scale(rows, epsilon=epsilon)),
+            lambda rows: (
+                rows.clamp_(-epsilon, epsilon)  # one-element data: as l2_ball_datum does
+                if rows.shape[-1] == 1
+                else rows.mul_(_projections.l2_ball_scale(rows, epsilon=epsilon))
+            ),
             _projections.l2_ball_datum,
             epsilon=epsilon,
         )
