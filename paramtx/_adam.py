@@ -78,12 +78,8 @@ def adam(
 
     def update_fn(updates: Updates, state: AdamState, params: Optional[Params] = None):
         _validate.check_state(api, state, AdamState)
-        if weight_decay != 0:
-            params = _tree.require_params(api, params)
         leaves, spec = _tree.checked_leaves(api, updates)
-        param_leaves = (
-            _tree.leaves_like(api, spec, params, "params") if params is not None else [None] * len(leaves)
-        )
+        param_leaves = _tree.param_leaves(api, spec, params, required=weight_decay != 0)
         counts, mus, nus = (
             _tree.leaves_like(api, spec, part, "state") for part in (state.count, state.mu, state.nu)
         )

@@ -84,12 +84,8 @@ def sgd(
 
     def update_fn(updates: Updates, state: SgdState, params: Optional[Params] = None):
         _validate.check_state(api, state, SgdState)
-        if weight_decay != 0:
-            params = _tree.require_params(api, params)
         leaves, spec = _tree.checked_leaves(api, updates)
-        param_leaves = (
-            _tree.leaves_like(api, spec, params, "params") if params is not None else [None] * len(leaves)
-        )
+        param_leaves = _tree.param_leaves(api, spec, params, required=weight_decay != 0)
         if momentum == 0:
             steps = [None if g is None else direction(g, p) * -lr for g, p in zip(leaves, param_leaves)]
             return _tree.unflatten(spec, steps), state

@@ -94,6 +94,15 @@ def map_updates(
     return unflatten(spec, out)
 
 
+def param_leaves(api: str, spec: optree.PyTreeSpec, params: Any, *, required: bool) -> list[Any]:
+    """The leaves of ``params`` laid out as ``spec`` (``None``s if they are absent and not ``required``)."""
+    if required:
+        require_params(api, params)
+    if params is None:
+        return [None] * spec.num_leaves
+    return leaves_like(api, spec, params, "params")
+
+
 def require_params(api: str, params: Any) -> Any:
     if params is None:
         raise ValueError(f"{api}: this transform needs params; call update(updates, state, params)")
