@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
+import tempfile
 
 import torch
 import torch.distributed as dist
@@ -108,9 +108,14 @@ def run(rank: int) -> None:
         raise SystemExit(1)
 
 
-def worker(rank: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=60))
+def worker(rank: int, init_method: str) -> None:
+    # One process per rank on this machine: share its cores rather than oversubscribe them,
+    # and keep gloo's connections on the loopback interface.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // WORLD_SIZE))
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group(
+        "gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=60)
+    )
     try:
         run(rank)
     finally:
@@ -125,10 +130,8 @@ def main() -> None:
         finally:
             dist.destroy_process_group()
         return
-    with socket.socket() as s:  # a free port on the loopback interface
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(worker, args=(port,), nprocs=WORLD_SIZE, join=True)
+    with tempfile.TemporaryDirectory() as rendezvous:  # the ranks meet through a file: no port to pick
+        mp.spawn(worker, args=(f"file://{rendezvous}/store",), nprocs=WORLD_SIZE, join=True)
 
 
 if __name__ == "__main__":

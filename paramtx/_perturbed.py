@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Union, cast, overload
 
 import torch
 
@@ -68,6 +68,38 @@ class _Spec(NamedTuple):
     one_hot_index: bool = False
 
 
+@overload
+def perturbed(
+    func: Callable[..., torch.Tensor],
+    *,
+    num_samples: int = ...,
+    sigma: float = ...,
+    noise: str = ...,
+    batched: bool = ...,
+    device: Union[str, torch.device, None] = ...,
+    chunk_size: Optional[int] = ...,
+    seed: Optional[int] = ...,
+    generator: Optional[torch.Generator] = ...,
+    strategy: str = ...,
+) -> Callable[..., torch.Tensor]: ...
+
+
+@overload
+def perturbed(
+    func: None = None,
+    *,
+    num_samples: int = ...,
+    sigma: float = ...,
+    noise: str = ...,
+    batched: bool = ...,
+    device: Union[str, torch.device, None] = ...,
+    chunk_size: Optional[int] = ...,
+    seed: Optional[int] = ...,
+    generator: Optional[torch.Generator] = ...,
+    strategy: str = ...,
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]: ...
+
+
 def perturbed(
     func: Optional[Callable[..., torch.Tensor]] = None,
     *,
@@ -80,7 +112,7 @@ def perturbed(
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     strategy: str = "auto",
-) -> Callable[..., torch.Tensor]:
+) -> Any:
     """Turn ``func`` into the differentiable ``θ ↦ E[func(θ + σZ)]``.
 
     Usable as a function, ``perturbed(func, ...)``, and as a decorator, with
@@ -154,7 +186,7 @@ def perturbed(
         >>> torch.func.grad(lambda t: torch.softmax(t / 0.5, -1)[0, 1])(theta.detach())  # ... this
         tensor([[-0.0090,  0.3013, -0.0199, -0.2684, -0.0040]])
     """
-    options = dict(
+    options: dict[str, Any] = dict(
         num_samples=num_samples, sigma=sigma, noise=noise, batched=batched, device=device,
         chunk_size=chunk_size, seed=seed, generator=generator, strategy=strategy,
     )
@@ -199,6 +231,9 @@ def make_spec(
         device = torch.device(device)
     if func is not None and not callable(func):
         raise TypeError(f"{api}: func must be callable, got {func!r}")
+    # Both checked above; func is None only for perturbed's decorator form, whose spec is unused.
+    func = cast(Callable[[torch.Tensor], torch.Tensor], func)
+    generator = cast(Optional[torch.Generator], generator)
     spec = _Spec(api, func, num_samples, sigma, noise, chunk_size, seed, generator, device, strategy)
     return spec, batched
 
@@ -361,6 +396,7 @@ def _forward(theta: torch.Tensor, spec: _Spec, want_jacobian: bool):
         chunk.add_sum_to(total)
         if jacobian is not None:
             chunk.add_outer_score_to(jacobian)
+    assert total is not None  # num_samples >= 1: at least one chunk
     if jacobian is None:
         jacobian = theta.new_empty(0)
     else:  # the score's constant shift, added once: Σ f ⊗ (score + shift)
@@ -384,6 +420,7 @@ def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: _
         total = term if total is None else total.add_(term)
         summed = weights.sum(-1, keepdim=True)
         weight_sum = summed if weight_sum is None else weight_sum.add_(summed)
+    assert total is not None and weight_sum is not None  # num_samples >= 1: at least one chunk
     total = total.add_(weight_sum, alpha=chunk.draw.shift)  # the score's constant shift, added once
     grad = total / (spec.sigma * spec.num_samples)
     return grad.reshape(c, *theta.shape).to(theta)
@@ -392,12 +429,12 @@ def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: _
 class _Chunk(NamedTuple):
     """One chunk's solutions, for ``K`` copies, ``B`` examples and ``n`` draws.
 
-    ``values`` (K, B, n, size) holds them, or, for one-hot solutions, ``index``
-    (K, B, n) holds the position of each 1. ``draw`` is the chunk's noise.
+    ``values`` (K, B, n, size) holds them, or, for one-hot solutions,
+    ``positions`` (K, B, n) holds the position of each 1. ``draw`` is the chunk's noise.
     """
 
     values: Optional[torch.Tensor]
-    index: Optional[torch.Tensor]
+    positions: Optional[torch.Tensor]  # not "index": that would shadow tuple.index
     shape: tuple[int, ...]
     size: int
     draw: NoiseDraw
@@ -407,7 +444,8 @@ class _Chunk(NamedTuple):
         if self.values is not None:
             total.add_(self.values.sum(2))
         else:
-            total.scatter_add_(-1, self.index, torch.ones(self.index.shape, dtype=total.dtype, device=total.device))
+            positions = self._positions()
+            total.scatter_add_(-1, positions, torch.ones(positions.shape, dtype=total.dtype, device=total.device))
 
     def add_outer_score_to(self, jacobian: torch.Tensor) -> None:
         """``jacobian (K, B, size, D) += Σ_n f ⊗ score``."""
@@ -415,8 +453,9 @@ class _Chunk(NamedTuple):
         if self.values is not None:
             jacobian.add_(torch.matmul(self.values.transpose(-1, -2), score))
             return
-        k, b, n = self.index.shape
-        rows = self.index + self.size * torch.arange(k * b, device=self.index.device).view(k, b, 1)
+        positions = self._positions()
+        k, b, n = positions.shape
+        rows = positions + self.size * torch.arange(k * b, device=positions.device).view(k, b, 1)
         scores = score.expand(k, *score.shape).reshape(k * b * n, score.shape[-1])
         jacobian.view(k * b * self.size, -1).index_add_(0, rows.view(-1), scores)
 
@@ -424,7 +463,12 @@ class _Chunk(NamedTuple):
         """``<g, f>`` for cotangents ``g`` (C, K, B, size): (C, K, B, n)."""
         if self.values is not None:
             return torch.matmul(self.values.unsqueeze(0), g.unsqueeze(-1)).squeeze(-1)
-        return torch.gather(g, -1, self.index.expand(g.shape[0], *self.index.shape))
+        positions = self._positions()
+        return torch.gather(g, -1, positions.expand(g.shape[0], *positions.shape))
+
+    def _positions(self) -> torch.Tensor:
+        assert self.positions is not None  # every chunk has values or positions
+        return self.positions
 
 
 def _solutions(theta: torch.Tensor, spec: _Spec, seed: int) -> Iterator[_Chunk]:
@@ -449,7 +493,7 @@ def _solutions(theta: torch.Tensor, spec: _Spec, seed: int) -> Iterator[_Chunk]:
     for n in _chunk_lengths(spec, b * d * base.element_size()):
         draw = sampler.draw((b, n, d), loc=base, scale=spec.sigma)
         x = draw.sample.reshape(k * b * n, *event)
-        draw = draw._replace(sample=None)
+        draw = draw._replace(sample=x.new_empty(0))  # drop the reference: x is freed after func
         with torch.no_grad():
             y = spec.func(x)
         del x

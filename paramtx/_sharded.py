@@ -34,16 +34,19 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeGuard, cast
 
 import torch
 
 from paramtx import _param_ndim
 
+if TYPE_CHECKING:  # not at run time: see the module doc
+    from torch.distributed.tensor import DTensor
+
 _DTENSOR_MODULE = "torch.distributed.tensor"
 
 
-def is_dtensor(x: Any) -> bool:
+def is_dtensor(x: Any) -> TypeGuard[DTensor]:
     """Whether ``x`` is a ``DTensor`` (without importing ``torch.distributed.tensor``)."""
     module = sys.modules.get(_DTENSOR_MODULE)
     return module is not None and isinstance(x, module.DTensor)
@@ -106,7 +109,8 @@ def map_data(
 
     if datum_fn in _across_shards():  # route "reduce"
         first = x.ndim - _param_ndim.datum_ndim(api, x.shape, param_ndim)
-        out = datum_fn(x, dims=tuple(range(first, x.ndim)), **options)
+        # DTensor in, DTensor out (datum_fn is typed for plain tensors)
+        out = cast(DTensor, datum_fn(x, dims=tuple(range(first, x.ndim)), **options))
         return out if tuple(out.placements) == placements else out.redistribute(mesh, placements)
 
     # route "gather"

@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -29,18 +29,26 @@ WORLD_SIZE = 2
 # ----------------------------------------------------------------------------- launching
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(script: str, args: list[str], *, timeout: float = 120.0) -> list[subprocess.CompletedProcess]:
-    """Run ``script`` as ranks 0 and 1 of a gloo group on 127.0.0.1; both are killed
-    (and ``subprocess.TimeoutExpired`` raised) if they are not done within ``timeout`` s."""
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(WORLD_SIZE))
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent.parent), env.get("PYTHONPATH", "")])
-    env.setdefault("OMP_NUM_THREADS", "1")
+    """Run ``script`` as ranks 0 and 1 of a gloo group on the loopback interface; both
+    are killed (and ``subprocess.TimeoutExpired`` raised) if not done within ``timeout`` s.
+
+    The ranks meet through a file (no port to pick, so no race for a free one) and
+    gloo's connections are pinned to ``lo`` (127.0.0.1), whatever the host name resolves to.
+    """
+    with tempfile.TemporaryDirectory() as rendezvous:
+        env = dict(
+            os.environ,
+            PARAMTX_TEST_INIT_METHOD=f"file://{rendezvous}/store",
+            WORLD_SIZE=str(WORLD_SIZE),
+            GLOO_SOCKET_IFNAME="lo",
+        )
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent.parent), env.get("PYTHONPATH", "")])
+        env.setdefault("OMP_NUM_THREADS", "1")
+        return _run_ranks(script, args, env, timeout)
+
+
+def _run_ranks(script: str, args: list[str], env: dict, timeout: float) -> list[subprocess.CompletedProcess]:
     procs = [
         subprocess.Popen(
             [sys.executable, script, *args],
@@ -65,8 +73,14 @@ def launch(script: str, args: list[str], *, timeout: float = 120.0) -> list[subp
 
 
 def init_group() -> int:
-    """Join the gloo group described by the environment; returns this rank."""
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+    """Join the gloo group described by the environment (see :func:`launch`); returns this rank."""
+    dist.init_process_group(
+        "gloo",
+        init_method=os.environ["PARAMTX_TEST_INIT_METHOD"],
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        timeout=datetime.timedelta(seconds=60),
+    )
     return dist.get_rank()
 
 

@@ -74,7 +74,7 @@ def test_registry_covers_every_public_transform_and_projection():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("entry", ENTRIES, ids=repr)
 def test_update_keeps_every_leaf_dtype(entry: Entry, dtype: torch.dtype):
-    # bfloat16 on top of the brief's float32/float64: it catches a float64 scalar
+    # bfloat16 as well as float32/float64: it catches a float64 scalar
     # (e.g. a bias correction) promoting a low-precision leaf.
     params = _params("dict", dtype)
     outputs, state, new_params = run_steps(entry.build(-1), _grads("dict", dtype), params)

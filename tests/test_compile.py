@@ -2,7 +2,8 @@
 break, the same numbers as eager.
 
 ``torch._dynamo.explain`` traces without compiling (cheap), so every chain of
-the issue is checked for graph breaks at every ``param_ndim``, and every
+the compilable families (normalize, sign, clamp, scale/add, sgd, Frank-Wolfe,
+projections) is checked for graph breaks at every ``param_ndim``, and every
 transform pass of the shims; inductor compiles are slow on 2 cores, so only
 three chains (one per kind of state: none, momentum buffers, Frank-Wolfe step
 counts) and two shims are compiled and compared with eager over several steps.

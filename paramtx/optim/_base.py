@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 import warnings
-from typing import Any, Callable, Dict, Iterable, Optional, Union
+from typing import Any, Callable, DefaultDict, Dict, Iterable, Optional, Union
 
 import torch
 from torch.optim import SGD, Optimizer
@@ -86,7 +86,7 @@ def datum_rows(api: str, datum_fn: Callable[..., torch.Tensor], batch: torch.Ten
 def per_datum_(
     api: str,
     batch: torch.Tensor,
-    in_place: Callable[[torch.Tensor], None],
+    in_place: Callable[[torch.Tensor], object],
     datum_fn: Callable[..., torch.Tensor],
     **options: Any,
 ) -> None:
@@ -166,6 +166,10 @@ class ParamTransformingOptimizer(Optimizer):
         (tensor([1., 1.]), tensor([-3.5000,  3.5000], requires_grad=True))
     """
 
+    # Keyed by parameters, as torch's stubs say, and by str keys of some shims (e.g.
+    # DQ_STREAM; no typing.cast where it is read: under torch.compile that call breaks the graph).
+    state: DefaultDict[Any, Any]
+
     def __init__(
         self,
         params: Optional[OptimParams] = None,
@@ -180,8 +184,9 @@ class ParamTransformingOptimizer(Optimizer):
     ) -> None:
         if _validate.check_bool(type(self).__name__, "compile", compile):
             # each transform pass becomes one torch.compile graph; InnerOpt.step() stays torch.optim's
-            self._apply_pre_step_transform_ = torch.compile(self._apply_pre_step_transform_)
-            self._apply_post_step_transform_ = torch.compile(self._apply_post_step_transform_)
+            # (instance attributes shadowing the methods, on purpose)
+            self._apply_pre_step_transform_ = torch.compile(self._apply_pre_step_transform_)  # type: ignore[method-assign]
+            self._apply_post_step_transform_ = torch.compile(self._apply_post_step_transform_)  # type: ignore[method-assign]
         defaults = {} if defaults is None else dict(defaults)
         defaults.setdefault("param_ndim", param_ndim)
         defaults.setdefault("grad_scale", grad_scale)
@@ -353,7 +358,7 @@ def mirror_inner_optimizer(
             f"one, or an optimizer instance, got {InnerOpt!r} (type {type(InnerOpt).__name__})"
         )
     inner.defaults.update(outer.defaults)
-    outer.inner_opt = inner
+    setattr(outer, "inner_opt", inner)  # an attribute of both shims, not of Optimizer; read by __setstate__
     outer.__setstate__(inner.__getstate__())
     return inner
 

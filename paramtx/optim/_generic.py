@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, DefaultDict, Dict, List, Optional
 
 import optree
 import torch
@@ -77,6 +77,10 @@ class GradientTransformationOptimizer(Optimizer):
         (tensor([-1.,  0.]), tensor([1., 0.], requires_grad=True))
     """
 
+    # Keyed by parameters, as torch's stubs say, and also by the str TX_STATE (no
+    # typing.cast where it is read: under torch.compile that call breaks the graph).
+    state: DefaultDict[Any, Any]
+
     def __init__(
         self,
         params: Optional[OptimParams],
@@ -91,8 +95,9 @@ class GradientTransformationOptimizer(Optimizer):
         api = type(self).__name__
         if _validate.check_bool(api, "compile", compile):
             # the transform pass and the projection pass become one torch.compile graph each
-            self._apply_transform_ = torch.compile(self._apply_transform_)
-            self._apply_projection_ = torch.compile(self._apply_projection_)
+            # (instance attributes shadowing the methods, on purpose)
+            self._apply_transform_ = torch.compile(self._apply_transform_)  # type: ignore[method-assign]
+            self._apply_projection_ = torch.compile(self._apply_projection_)  # type: ignore[method-assign]
         if not isinstance(tx, GradientTransformation):
             raise TypeError(f"{api}: tx must be a paramtx.GradientTransformation, got {tx!r} (type {type(tx).__name__})")
         if projection is not None and not callable(projection):
@@ -107,10 +112,10 @@ class GradientTransformationOptimizer(Optimizer):
                 )
             if params is None:
                 raise TypeError(f"{api}: params must be given when InnerOpt is None, got params=None")
-            self.inner_opt = None
+            self.inner_opt: Optional[Optimizer] = None
             super().__init__(params, defaults)
         else:
-            mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
+            self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
         self._constructed = True
 
     # -- the transform's state, kept as plain leaves in self.state -------------------------

@@ -10,7 +10,7 @@ import math
 from typing import Any, Dict, Optional, Union
 
 import torch
-from torch.optim import SGD, Optimizer
+from torch.optim import SGD
 
 from paramtx import _top_q, _validate
 from paramtx.optim._base import (
@@ -28,7 +28,7 @@ DQ_STREAM = "paramtx.dq_stream"
 """The key in ``optimizer.state`` of the ``dq`` stream's position: ``{"seed": int, "count": int}``."""
 
 
-def draw_sparsity(optimizer: Optimizer, group: Dict[str, Any], generator: torch.Generator) -> float:
+def draw_sparsity(optimizer: ParamTransformingOptimizer, group: Dict[str, Any], generator: torch.Generator) -> float:
     """This draw's ``q``: ``group["q"]``, or with ``dq > 0`` a uniform draw from
     ``[max(0, q - dq), min(1, q + dq)]`` (:func:`paramtx._top_q.draw_q`).
 
