@@ -116,8 +116,16 @@ def worker(rank: int, init_method: str) -> None:
     dist.init_process_group(
         "gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=60)
     )
+    run_and_leave(rank)
+
+
+def run_and_leave(rank: int) -> None:
+    """``run(rank)``, then leave the group once every rank is done with it."""
     try:
         run(rank)
+        # Without this, a rank that finishes first may tear down its gloo connections
+        # while its peer's are still open, and the peer aborts on exit.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -125,10 +133,7 @@ def worker(rank: int, init_method: str) -> None:
 def main() -> None:
     if "RANK" in os.environ:  # started by torchrun
         dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
-        try:
-            run(dist.get_rank())
-        finally:
-            dist.destroy_process_group()
+        run_and_leave(dist.get_rank())
         return
     with tempfile.TemporaryDirectory() as rendezvous:  # the ranks meet through a file: no port to pick
         mp.spawn(worker, args=(f"file://{rendezvous}/store",), nprocs=WORLD_SIZE, join=True)

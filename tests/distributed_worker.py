@@ -302,6 +302,7 @@ def main() -> None:
     rank = init_group()
     try:
         findings = SCENARIOS[scenario](rank)
+        dist.barrier()  # every rank done with the group before any tears gloo down
     finally:
         dist.destroy_process_group()
     (out_dir / f"rank{rank}.json").write_text(json.dumps(findings))
