@@ -50,6 +50,14 @@ class NoiseSampler:
 
     Raises:
         ValueError: for another ``noise``.
+
+    Example:
+        >>> import torch
+        >>> from paramtx._noise import NoiseSampler
+        >>> sampler = NoiseSampler("gumbel", generator=torch.Generator().manual_seed(0))
+        >>> draw = sampler.draw((4,))
+        >>> torch.allclose(draw.score + draw.shift, 1 - torch.exp(-draw.sample))
+        True
     """
 
     def __init__(
@@ -93,34 +101,3 @@ class NoiseSampler:
             buffer = torch.empty(numel, dtype=dtype, device=self.device)
             self._buffers[name] = buffer
         return buffer[:numel].view(shape)
-
-
-def sample_noise(
-    noise: str,
-    shape: tuple[int, ...],
-    *,
-    loc: Optional[torch.Tensor] = None,
-    scale: float = 1.0,
-    generator: Optional[torch.Generator] = None,
-    dtype: torch.dtype = torch.float32,
-    device: Optional[torch.device] = None,
-) -> NoiseDraw:
-    """One draw of ``loc + scale * Z``, ``Z`` of ``shape`` from ``noise``, with its score term.
-
-    A :class:`NoiseSampler` used once: see there for the distributions.
-
-    Returns:
-        A :class:`NoiseDraw` ``(sample, score, shift)``: ``sample = loc + scale * Z``
-        and ``∇nu(Z) = score + shift``.
-
-    Example:
-        >>> import torch
-        >>> from paramtx._noise import sample_noise
-        >>> draw = sample_noise("gumbel", (4,), generator=torch.Generator().manual_seed(0))
-        >>> draw.sample
-        tensor([-0.8444, -0.5210,  0.1707,  0.9857])
-        >>> torch.allclose(draw.score + draw.shift, 1 - torch.exp(-draw.sample))
-        True
-    """
-    sampler = NoiseSampler(noise, generator=generator, dtype=dtype, device=device)
-    return sampler.draw(tuple(shape), loc=loc, scale=scale)
