@@ -22,29 +22,11 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 
 import paramtx as ptx  # noqa: E402
-from workloads import WORKLOADS, make_tensors, median_ms  # noqa: E402
+from workloads import WORKLOADS, functional_step, make_tensors, median_ms, optimizer_step  # noqa: E402
 
 import rai_toolbox.optim as rai  # noqa: E402
 
 LR, EPSILON, Q = 0.1, 1.0, 0.9
-
-
-def functional_step(tx: ptx.GradientTransformation, params, grads, project=None):
-    state = [tx.init(params)]
-
-    def step():
-        updates, state[0] = tx.update(grads, state[0], params)
-        new_params = ptx.apply_updates(params, updates)
-        return project(new_params) if project is not None else new_params
-
-    return step
-
-
-def torch_optimizer_step(make_optimizer, params, grads):
-    leaves = [torch.nn.Parameter(p.clone()) for p in params]
-    for leaf, grad in zip(leaves, grads):
-        leaf.grad = grad.clone()
-    return make_optimizer(leaves).step
 
 
 def cases():
@@ -81,12 +63,12 @@ def main() -> None:
     data = {name: make_tensors(shapes) for name, shapes in WORKLOADS.items()}
     sgd_ms = {
         name: median_ms(
-            torch_optimizer_step(lambda ps: torch.optim.SGD(ps, lr=LR, foreach=True), *data[name]), repeats=repeats
+            optimizer_step(lambda ps: torch.optim.SGD(ps, lr=LR, foreach=True), *data[name]), repeats=repeats
         )
         for name in WORKLOADS
     }
 
-    print(f"# paramtx functional core vs rai-toolbox 0.2.1 vs torch.optim.SGD(foreach=True)")
+    print("# paramtx functional core vs rai-toolbox 0.2.1 vs torch.optim.SGD(foreach=True)")
     print(f"# torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; medians of {repeats} steps (ms)")
     print()
     print("| workload | transform | paramtx | rai-toolbox | SGD | rai / paramtx | paramtx / SGD |")
@@ -94,7 +76,7 @@ def main() -> None:
     for workload, name, make_ptx, make_rai in cases():
         params, grads = data[workload]
         ptx_ms = median_ms(make_ptx(params, grads), repeats=repeats)
-        rai_ms = median_ms(torch_optimizer_step(make_rai, params, grads), repeats=repeats)
+        rai_ms = median_ms(optimizer_step(make_rai, params, grads), repeats=repeats)
         print(
             f"| {workload} | {name} | {ptx_ms:.2f} | {rai_ms:.2f} | {sgd_ms[workload]:.2f} "
             f"| {rai_ms / ptx_ms:.2f}x | {ptx_ms / sgd_ms[workload]:.2f}x |",

@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import time
-import warnings
 from functools import partial
 from typing import Callable
 
@@ -38,7 +37,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import paramtx as ptx  # noqa: E402
 import paramtx.optim as pto  # noqa: E402
-from workloads import WORKLOADS, make_tensors  # noqa: E402
+from workloads import WORKLOADS, functional_step, make_tensors, optimizer_step  # noqa: E402
 
 import rai_toolbox.optim as rai  # noqa: E402
 
@@ -62,34 +61,6 @@ def round_robin_medians(steps: dict[str, Callable[[], object]], repeats: int, wa
             steps[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) * 1e3 for name, values in times.items()}
-
-
-def optimizer_step(make: Callable, params, grads) -> Callable[[], object]:
-    leaves = [torch.nn.Parameter(p.clone()) for p in params]
-    for leaf, grad in zip(leaves, grads):
-        leaf.grad = grad.clone()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        optimizer = make(leaves)
-
-    def step():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # rai-toolbox's TypedStorage deprecation warning
-            optimizer.step()
-
-    return step
-
-
-def functional_step(tx: ptx.GradientTransformation, params, grads, project=None) -> Callable[[], object]:
-    params = [p.clone() for p in params]
-    state = [tx.init(params)]
-
-    def step():
-        updates, state[0] = tx.update(grads, state[0], params)
-        new_params = ptx.apply_updates(params, updates)
-        return project(new_params) if project is not None else new_params
-
-    return step
 
 
 def l2_functional(params, grads):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from typing import Callable
 
 import torch
+
+import paramtx as ptx
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:
@@ -57,3 +60,32 @@ def median_ms(fn: Callable[[], object], *, repeats: int = 25, warmup: int = 3, m
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def functional_step(tx: ptx.GradientTransformation, params, grads, project=None) -> Callable[[], object]:
+    """One functional step: ``tx.update`` + ``apply_updates`` (+ ``project``), its state carried over."""
+    state = [tx.init(params)]
+
+    def step():
+        updates, state[0] = tx.update(grads, state[0], params)
+        new_params = ptx.apply_updates(params, updates)
+        return project(new_params) if project is not None else new_params
+
+    return step
+
+
+def optimizer_step(make: Callable, params, grads) -> Callable[[], object]:
+    """``make(leaves).step`` on copies of ``params`` whose ``.grad`` is already set."""
+    leaves = [torch.nn.Parameter(p.clone()) for p in params]
+    for leaf, grad in zip(leaves, grads):
+        leaf.grad = grad.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimizer = make(leaves)
+
+    def step():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rai-toolbox's TypedStorage deprecation warning
+            optimizer.step()
+
+    return step
