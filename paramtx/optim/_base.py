@@ -113,6 +113,39 @@ def per_datum_(
         in_place(rows)
 
 
+def step_around(
+    inner: Optional[Optimizer],
+    transform: Callable[[], None],
+    finish: Callable[[], None],
+    closure: Optional[Callable[[], Any]],
+) -> Any:
+    """A shim's step: ``transform`` the gradients, ``inner.step()``, then ``finish``.
+
+    With a ``closure``, the gradients are transformed after each evaluation of
+    it (the inner optimizer may evaluate it several times, as LBFGS does); its
+    loss is returned. Without an inner optimizer, ``transform`` makes the step.
+    """
+
+    def transformed_closure() -> Any:
+        assert closure is not None
+        with torch.enable_grad():
+            loss = closure()
+        transform()
+        return loss
+
+    loss = None
+    if inner is not None and closure is not None:
+        loss = inner.step(transformed_closure)
+    elif closure is not None:
+        loss = transformed_closure()
+    else:
+        transform()
+        if inner is not None:
+            inner.step()
+    finish()
+    return loss
+
+
 def check_real_in_groups(api: str, group: dict, name: str, **bounds: Any) -> None:
     """``group[name]`` is a real number within ``bounds`` (see ``_validate.check_real``)."""
     value = group[name]
@@ -273,15 +306,6 @@ class ParamTransformingOptimizer(Optimizer):
         )
         self._apply_post_step_transform_()
 
-    def _create_closure(self, closure: Callable[[], Any]) -> Callable[[], Any]:
-        def transformed_closure():
-            with torch.enable_grad():
-                loss = closure()
-            self._apply_pre_step_transform_()
-            return loss
-
-        return transformed_closure
-
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Transform the gradients, step with ``InnerOpt``, transform the parameters.
@@ -289,14 +313,7 @@ class ParamTransformingOptimizer(Optimizer):
         With a ``closure``, the gradients it computes are transformed each time
         the inner optimizer calls it; its loss is returned.
         """
-        if closure is not None:
-            loss = self.inner_opt.step(self._create_closure(closure))
-        else:
-            self._apply_pre_step_transform_()
-            self.inner_opt.step()
-            loss = None
-        self._apply_post_step_transform_()
-        return loss
+        return step_around(self.inner_opt, self._apply_pre_step_transform_, self._apply_post_step_transform_, closure)
 
     # -- mirroring the inner optimizer ----------------------------------------------------
 

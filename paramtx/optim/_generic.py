@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 
 from paramtx import _validate
 from paramtx._base import GradientTransformation, apply_updates
-from paramtx.optim._base import OptimParams, add_checked_group, mirror_inner_optimizer, write_
+from paramtx.optim._base import OptimParams, add_checked_group, mirror_inner_optimizer, step_around, write_
 
 __all__ = ["GradientTransformationOptimizer"]
 
@@ -170,32 +170,10 @@ class GradientTransformationOptimizer(Optimizer):
             for param, new in zip(group["params"], self.projection(list(group["params"]))):
                 write_(param, new)
 
-    def _create_closure(self, closure: Callable[[], Any]) -> Callable[[], Any]:
-        def transformed_closure():
-            with torch.enable_grad():
-                loss = closure()
-            self._apply_transform_()
-            return loss
-
-        return transformed_closure
-
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Transform the gradients (and step with ``InnerOpt``, if any), then project."""
-        if self.inner_opt is None:
-            loss = None
-            if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
-            self._apply_transform_()
-        elif closure is not None:
-            loss = self.inner_opt.step(self._create_closure(closure))
-        else:
-            self._apply_transform_()
-            self.inner_opt.step()
-            loss = None
-        self._apply_projection_()
-        return loss
+        return step_around(self.inner_opt, self._apply_transform_, self._apply_projection_, closure)
 
     # -- mirroring the inner optimizer ------------------------------------------------------
 
