@@ -45,6 +45,11 @@ def vmap_reference() -> Iterator[None]:
         _state["use_vmap"] = previous
 
 
+def vmap_reference_active() -> bool:
+    """Whether :func:`vmap_reference` is in force (in-place fast paths then step aside)."""
+    return _state["use_vmap"]
+
+
 def datum_ndim(api: str, shape: torch.Size, param_ndim: Optional[int]) -> int:
     """How many trailing dims of ``shape`` form one datum."""
     ndim = len(shape)
@@ -97,7 +102,7 @@ def map_data(
     rows = [as_rows(api, t, param_ndim) for t in tensors]
     if rows[0].numel() == 0:  # no datum has an element (D = 0 or N = 0): nothing to compute
         return tensors[0].clone()
-    if _state["use_vmap"]:
+    if vmap_reference_active():
         out = torch.func.vmap(lambda *data: datum_fn(*data, **options))(*rows)
     else:
         out = datum_fn(*rows, **options)

@@ -56,10 +56,6 @@ def l1_ball_datum(datum: torch.Tensor, *, epsilon: float) -> torch.Tensor:
     return datum - torch.clamp(datum, -theta, theta)
 
 
-def _map_tensors(api: str, fn: Callable[[torch.Tensor], torch.Tensor], tree: Any) -> Any:
-    return _tree.map_updates(api, fn, tree)
-
-
 def project_l2_ball(params: Params, epsilon: float, param_ndim: Optional[int] = -1) -> Params:
     """Project each datum onto the L2 ball of radius ``epsilon``: ``x * min(1, epsilon / ||x||_2)``.
 
@@ -76,7 +72,7 @@ def project_l2_ball(params: Params, epsilon: float, param_ndim: Optional[int] = 
     """
     epsilon = _validate.check_real("project_l2_ball", "epsilon", epsilon, low=0.0, low_inclusive=False)
     param_ndim = _validate.check_param_ndim("project_l2_ball", param_ndim)
-    return _map_tensors(
+    return _tree.map_updates(
         "project_l2_ball",
         lambda x: _param_ndim.map_data("project_l2_ball", l2_ball_datum, param_ndim, x, epsilon=epsilon),
         params,
@@ -101,7 +97,7 @@ def project_l1_ball(params: Params, epsilon: float, param_ndim: Optional[int] = 
     """
     epsilon = _validate.check_real("project_l1_ball", "epsilon", epsilon, low=0.0, low_inclusive=False)
     param_ndim = _validate.check_param_ndim("project_l1_ball", param_ndim)
-    return _map_tensors(
+    return _tree.map_updates(
         "project_l1_ball",
         lambda x: _param_ndim.map_data("project_l1_ball", l1_ball_datum, param_ndim, x, epsilon=epsilon),
         params,
@@ -119,7 +115,7 @@ def project_linf_ball(params: Params, epsilon: float) -> Params:
         tensor([ 1.0000, -0.5000, -1.0000])
     """
     epsilon = _validate.check_real("project_linf_ball", "epsilon", epsilon, low=0.0, low_inclusive=False)
-    return _map_tensors("project_linf_ball", lambda x: torch.clamp(x, -epsilon, epsilon), params)
+    return _tree.map_updates("project_linf_ball", lambda x: torch.clamp(x, -epsilon, epsilon), params)
 
 
 def project_box(params: Params, lower: float, upper: float) -> Params:
@@ -136,7 +132,7 @@ def project_box(params: Params, lower: float, upper: float) -> Params:
     upper = _validate.check_real("project_box", "upper", upper)
     if lower > upper:
         raise ValueError(f"project_box: lower must satisfy lower <= upper, got lower={lower!r}, upper={upper!r}")
-    return _map_tensors("project_box", lambda x: torch.clamp(x, lower, upper), params)
+    return _tree.map_updates("project_box", lambda x: torch.clamp(x, lower, upper), params)
 
 
 def projected(projection: Callable[..., Params], **options: Any) -> GradientTransformation:

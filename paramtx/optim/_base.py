@@ -102,7 +102,7 @@ def per_datum_(
     if batch.numel() == 0:
         return
     rows = None
-    if not _param_ndim._state["use_vmap"] and not _sharded.is_dtensor(batch):
+    if not _param_ndim.vmap_reference_active() and not _sharded.is_dtensor(batch):
         try:
             rows = batch if batch.dim() == 2 else batch.view(batch.shape[0], -1)
         except RuntimeError:
