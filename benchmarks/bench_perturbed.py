@@ -86,7 +86,7 @@ def make_row(name: str, num_samples: int):
     if name == "perturbed":
         return ptx.perturbed(seed_argmax, num_samples=num_samples, sigma=SIGMA, noise="gumbel")
     if name.startswith("dense_"):  # a dense one-hot solver: the Jacobian costs out * in per draw
-        from paramtx._perturbed_argmax import one_hot_argmax
+        from paramtx._perturbations.argmax import one_hot_argmax
 
         strategy = name[len("dense_"):]
         return ptx.perturbed(one_hot_argmax, num_samples=num_samples, sigma=SIGMA, noise="gumbel", strategy=strategy)

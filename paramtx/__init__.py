@@ -2,7 +2,7 @@
 
 Pure transforms over pytrees of tensors, composed optax-style into
 :class:`GradientTransformation` chains; ``param_ndim`` decides which dims of a
-tensor form one datum (see :mod:`paramtx._param_ndim`).
+tensor form one datum (the rule is on :func:`paramtx.to_batch`).
 
 Example:
     >>> import torch, paramtx as ptx
@@ -22,8 +22,7 @@ Example:
 
 import torch
 
-from paramtx._adam import AdamState, adam
-from paramtx._base import (
+from paramtx._core.base import (
     EmptyState,
     GradientTransformation,
     Params,
@@ -33,25 +32,27 @@ from paramtx._base import (
     chain,
     identity,
 )
-from paramtx._elementwise import add, clamp, scale, sign
-from paramtx._fenchel_young import FenchelYoungLoss, fenchel_young_loss
-from paramtx._frank_wolfe import FrankWolfeState, frank_wolfe
-from paramtx._lmo import lmo_l1, lmo_l1q, lmo_l2, lmo_linf
-from paramtx._normalize import normalize
-from paramtx._perturbed import perturbed
-from paramtx._perturbed_argmax import perturbed_argmax
-from paramtx._projections import (
+from paramtx._lift.param_ndim import to_batch
+from paramtx._perturbations.argmax import perturbed_argmax
+from paramtx._perturbations.entry import perturbed
+from paramtx._perturbations.fenchel_young import FenchelYoungLoss, fenchel_young_loss
+from paramtx._transforms.adam import AdamState, adam
+from paramtx._transforms.elementwise import add, clamp, scale, sign
+from paramtx._transforms.frank_wolfe import FrankWolfeState, frank_wolfe
+from paramtx._transforms.lmo import lmo_l1, lmo_l1q, lmo_l2, lmo_linf
+from paramtx._transforms.normalize import normalize
+from paramtx._transforms.projections import (
     project_box,
     project_l1_ball,
     project_l2_ball,
     project_linf_ball,
     projected,
 )
-from paramtx._sgd import SgdState, sgd
-from paramtx._top_q import TopQState, top_q
+from paramtx._transforms.sgd import SgdState, sgd
+from paramtx._transforms.top_q import TopQState, top_q
 
-# States are NamedTuples of tensors and ints: let ``torch.load`` (weights_only by
-# default) restore a checkpointed state without the caller allowlisting them.
+# States are NamedTuples of tensors: let ``torch.load`` (weights_only by default)
+# restore a checkpointed state without the caller allowlisting them.
 torch.serialization.add_safe_globals([EmptyState, TopQState, SgdState, AdamState, FrankWolfeState])
 
 __version__ = "0.1.0"
@@ -66,6 +67,7 @@ __all__ = [
     "chain",
     "identity",
     "apply_updates",
+    "to_batch",
     # gradient transforms
     "scale",
     "add",

@@ -12,7 +12,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from paramtx._param_ndim import vmap_reference
+from paramtx._lift.dense import vmap_reference
 
 # No deadline: timings on a shared 2-core machine are noisy. 30 examples per
 # property keeps the whole battery well under a minute and a half; CI can ask for

@@ -133,11 +133,11 @@ def scenario_dtensor(rank: int) -> list[dict]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import DTensor
 
-    from paramtx import _sharded
-    from paramtx._lmo import l1_lmo_datum
-    from paramtx._normalize import normalize_datum
-    from paramtx._projections import l1_ball_datum
-    from paramtx._top_q import top_q_datum
+    from paramtx._lift import sharded
+    from paramtx._transforms.lmo import L1_LMO
+    from paramtx._transforms.normalize import NORMALIZE
+    from paramtx._transforms.projections import L1_BALL, L2_BALL
+    from paramtx._transforms.top_q import TOP_Q
 
     from transforms_registry import ENTRIES
 
@@ -158,8 +158,7 @@ def scenario_dtensor(rank: int) -> list[dict]:
                 "datum_split": placement == "Partial"
                 or (placement.startswith("Shard") and int(placement[6:-1]) >= len(shape) - datum_dims),
                 "routes": {
-                    fn.__name__: _sharded.route(fn, d_grads, param_ndim)
-                    for fn in (normalize_datum, top_q_datum, l1_lmo_datum, l1_ball_datum)
+                    op.name: sharded.route(op, d_grads, param_ndim) for op in (NORMALIZE, L2_BALL, TOP_Q, L1_LMO, L1_BALL)
                 },
             }
         )

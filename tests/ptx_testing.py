@@ -166,7 +166,7 @@ def tensors(draw, shape: Sequence[int], dtype: torch.dtype, *, zero_rows: bool =
 
 def batch_view(x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
     """``x`` as ``(N, *datum)``, by the ``param_ndim`` rule under test."""
-    return x.reshape(ptx._param_ndim.batch_shape("test", x.shape, param_ndim))
+    return x.reshape(ptx.to_batch(torch.empty(x.shape, device="meta"), param_ndim).shape)
 
 
 def per_datum_norm(x: torch.Tensor, p: float, param_ndim: Optional[int]) -> torch.Tensor:

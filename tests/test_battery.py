@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import paramtx as ptx
-from paramtx._param_ndim import batch_shape, vmap_reference
+from paramtx._lift.dense import vmap_reference
+from paramtx._lift.param_ndim import batch_shape
 from ptx_testing import (
     PARAM_NDIM_SHAPES,
     TREE_KINDS,
@@ -223,31 +224,25 @@ def test_element_wise_transforms_ignore_the_datum_split(entry: Entry):
 # ----------------------------------------------------------------------------- torch.func.vmap
 
 
-def _stack_states(states: list) -> object:
-    return optree.tree_map(
-        lambda *xs: torch.stack(xs) if isinstance(xs[0], torch.Tensor) else xs[0], *states, none_is_leaf=True
-    )
-
-
-def _batch_dims(tree: object) -> object:
-    """``in_dims``/``out_dims`` for torch.func.vmap: 0 for a tensor, None otherwise (ints, None)."""
-    return torch.utils._pytree.tree_map(lambda x: 0 if isinstance(x, torch.Tensor) else None, tree)
+def _stack(trees: list) -> object:
+    return optree.tree_map(lambda *xs: torch.stack(xs), *trees)
 
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=repr)
-def test_func_vmap_over_an_ensemble_equals_a_loop_over_members(entry: Entry):
+def test_func_vmap_of_init_and_update_over_an_ensemble_equals_a_loop_over_members(entry: Entry):
+    # States hold tensors only, so vmap takes init and update with its default in_dims.
     members = 4
     params = [make_tree("dict", torch.float64, seed=60 + m, scale=0.3) for m in range(members)]
     grads = [_grads("dict", torch.float64, count=2, seed=70 + 10 * m) for m in range(members)]
     tx = entry.build(-1)
     expected = [run_steps(tx, grads[m], params[m]) for m in range(members)]
 
-    stacked_params = _stack_states(params)
-    state = _stack_states([tx.init(p) for p in params])
-    dims = _batch_dims(state)
-    step = torch.func.vmap(tx.update, in_dims=(0, dims, 0), out_dims=(0, dims))
+    stacked_params = _stack(params)
+    state = torch.func.vmap(tx.init)(stacked_params)
+    assert structure(state) == structure(tx.init(params[0]))
+    step = torch.func.vmap(tx.update)
     for k in range(2):
-        updates, state = step(_stack_states([g[k] for g in grads]), state, stacked_params)
+        updates, state = step(_stack([g[k] for g in grads]), state, stacked_params)
         stacked_params = ptx.apply_updates(stacked_params, updates)
         if k == 0:
             first = updates
@@ -256,6 +251,7 @@ def test_func_vmap_over_an_ensemble_equals_a_loop_over_members(entry: Entry):
         # the same kernels over a batch dim: bit-for-bit equal
         assert_trees_equal(member, expected[m][2])
         assert_trees_equal(optree.tree_map(lambda x: x[m], first), expected[m][0][0])
+        assert_trees_equal(optree.tree_map(lambda x: x[m], state), expected[m][1])
 
 
 # ----------------------------------------------------------------------------- purity

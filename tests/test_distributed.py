@@ -112,7 +112,13 @@ def test_split_data_reduce_norms_across_shards_and_gather_only_for_sorts(dtensor
     assert any(f["datum_split"] for f in routes) and not all(f["datum_split"] for f in routes)
     for f in routes:
         if f["datum_split"]:
-            want = {"normalize_datum": "reduce", "top_q_datum": "gather", "l1_lmo_datum": "gather", "l1_ball_datum": "gather"}
+            want = {
+                "normalize": "reduce",
+                "project_l2_ball": "reduce",
+                "top_q": "gather",
+                "lmo_l1": "gather",
+                "project_l1_ball": "gather",
+            }
         else:
             want = dict.fromkeys(f["routes"], "shards")
         assert f["routes"] == want, f

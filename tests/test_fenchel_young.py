@@ -7,7 +7,7 @@ import torch
 from torch.func import grad, vmap
 
 import paramtx as ptx
-from paramtx._perturbed_argmax import one_hot_argmax
+from paramtx._perturbations.argmax import one_hot_argmax
 
 THETA = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.3, 0.2, -0.4]])
 Y = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import paramtx.optim as pto
-from paramtx._param_ndim import vmap_reference
-from paramtx.optim._base import REQUIRED
+from paramtx._lift.dense import vmap_reference
+from paramtx.optim.optimizer import REQUIRED
 
 rai = pytest.importorskip("rai_toolbox.optim")
 

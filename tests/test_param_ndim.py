@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import paramtx as ptx
-from paramtx._param_ndim import batch_shape, datum_ndim
+from paramtx._lift.param_ndim import batch_shape, datum_ndim
 
 # The table of DESIGN.md (identical to rai-toolbox's ``_to_batch`` docstring), for x of shape (3, 5, 2).
 DESIGN_TABLE = [

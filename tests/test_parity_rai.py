@@ -19,7 +19,7 @@ import torch
 import rai_toolbox.optim as rai
 
 import paramtx as ptx
-from paramtx._param_ndim import batch_shape
+from paramtx._lift.param_ndim import batch_shape
 from ptx_testing import fitting_param_ndims, randn
 
 pytestmark = pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.func import grad, jacrev, vmap
 
 import paramtx as ptx
-from paramtx._perturbed_argmax import one_hot_argmax
+from paramtx._perturbations.argmax import one_hot_argmax
 
 STRATEGIES = ["jacobian", "recompute"]
 THETA = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])

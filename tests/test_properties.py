@@ -16,6 +16,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import paramtx as ptx
+
+TINY = torch.finfo(torch.float32).tiny
 from ptx_testing import (
     assert_trees_equal,
     assert_untouched,
@@ -167,16 +169,15 @@ def test_normalize_maps_a_zero_datum_to_zero_never_nan_in_every_dtype(dtype, cas
     assert torch.equal(y, torch.zeros(shape, dtype=dtype))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap, reported: datum_norm uses torch.linalg.vector_norm unscaled, so the "
-    "squares of float32 elements below ~1e-19 underflow and the 'unit' result has norm ~1e8 "
-    "(rai-toolbox's torch.norm does the same). Remove this mark once the norm is computed "
-    "with a max-abs prescale.",
+@pytest.mark.parametrize(
+    "magnitude, eps", [(1e-30, TINY), (1e-19, TINY), (1e19, TINY), (1e30, TINY), (1e-40, 0.0)], ids=str
 )
-def test_normalize_gives_unit_norm_for_tiny_float32_gradients():
-    x = torch.tensor([1e-30, 2e-30])
-    tx = ptx.normalize(2, param_ndim=None)
+def test_normalize_gives_unit_norm_for_tiny_and_huge_float32_gradients(magnitude, eps):
+    # squares of these underflow or overflow in float32: the norm is taken of the
+    # datum scaled by a power of two. (1e-40 is a subnormal float32, below the
+    # default eps, the smallest normal: only eps=0 lets it be normalized.)
+    x = torch.tensor([magnitude, 2 * magnitude])
+    tx = ptx.normalize(2, param_ndim=None, eps=eps)
     torch.testing.assert_close(torch.linalg.vector_norm(tx.update(x, tx.init(None))[0].double()).item(), 1.0)
 
 

@@ -91,10 +91,6 @@ def _stack(trees):
     return optree.tree_map(lambda *ts: torch.stack(ts), *trees)
 
 
-def _batch_dims(tree):
-    return torch.utils._pytree.tree_map(lambda t: 0 if isinstance(t, torch.Tensor) else None, tree)
-
-
 @pytest.mark.parametrize("momentum", [0.0, 0.9], ids=["plain", "momentum"])
 def test_the_update_under_vmap_over_an_ensemble_equals_four_separate_updates(momentum):
     models = [_mlp(seed) for seed in range(4)]
@@ -103,15 +99,14 @@ def test_the_update_under_vmap_over_an_ensemble_equals_four_separate_updates(mom
     loss = _loss_fn(models[0])
     x, y = _data()
     tx = _tx(momentum)
-    # the ensemble state: init on the stacked params gives the leading dim to every buffer
-    state = tx.init(params)
+    # the ensemble state: vmap of init, with default in_dims (a state holds only tensors)
+    state = vmap(tx.init)(params)
     assert optree.tree_structure(state, none_is_leaf=True) == optree.tree_structure(
         tx.init(_member(params, 0)), none_is_leaf=True
     )
     members = [_member(params, m) for m in range(4)]
     member_states = [tx.init(p) for p in members]
-    dims = _batch_dims(state)
-    ensemble_update = vmap(tx.update, in_dims=(0, dims, 0), out_dims=(0, dims))
+    ensemble_update = vmap(tx.update)
     for _ in range(5):
         member_grads = [grad(loss)(p, x, y) for p in members]
         updates, state = ensemble_update(_stack(member_grads), state, params)
@@ -136,12 +131,11 @@ def test_an_ensemble_trains_under_vmap_of_grad_and_update():
     loss = _loss_fn(models[0])
     x, y = _data()
     tx = _tx(momentum=0.5)
-    state = tx.init(params)
-    dims = _batch_dims(state)
+    state = vmap(tx.init)(params)
 
     def train_step(params, state):
         grads = vmap(grad(loss), in_dims=(0, None, None))(params, x, y)
-        updates, state = vmap(tx.update, in_dims=(0, dims, 0), out_dims=(0, dims))(grads, state, params)
+        updates, state = vmap(tx.update)(grads, state, params)
         return ptx.apply_updates(params, updates), state
 
     losses0 = vmap(loss, in_dims=(0, None, None))(params, x, y)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import paramtx as ptx
-from paramtx._top_q import kept_count
+from paramtx._transforms.sparsity import kept_count
 
 
 def close(actual, expected):
@@ -137,8 +137,10 @@ def test_normalize_maps_a_zero_datum_to_zero_and_clamps_the_norm_at_eps():
     close(once(ptx.normalize(2, param_ndim=-1), t([[0.0, 0.0], [3.0, 4.0]])), [[0.0, 0.0], [0.6, 0.8]])
     # the norm 5 is below eps = 10: divide by 10
     close(once(ptx.normalize(2, param_ndim=None, eps=10.0), t([3.0, 4.0])), [0.3, 0.4])
-    # eps = 0 still maps a zero datum to zero (the floor is the dtype's smallest normal)
+    # eps = 0 still maps a zero datum to zero (the divisor's floor is the smallest normal
+    # number), and leaves a tiny one unit-normed
     close(once(ptx.normalize(1, param_ndim=None, eps=0.0), t([0.0, 0.0])), [0.0, 0.0])
+    close(once(ptx.normalize(1, param_ndim=None, eps=0.0), t([1e-300, 3e-300])), [0.25, 0.75])
 
 
 # ----------------------------------------------------------------------------- top_q
@@ -429,11 +431,13 @@ def test_project_l1_ball_exact_examples(x, epsilon, expected):
 def test_project_l1_ball_when_epsilon_is_below_the_float_resolution_of_the_largest_magnitude():
     # 3e7 - 1 rounds to 3e7 in float32, so the rank-1 test u_1 > u_1 - eps fails in
     # floating point: the projection must still land in the ball, not raise.
+    # The exact projection is (1, 0): the soft threshold is computed without forming
+    # 3e7 - theta, which float32 could only round to 0 or 2.
     y = ptx.project_l1_ball(torch.tensor([3e7, 1.0]), epsilon=1.0, param_ndim=None)
-    assert y.abs().sum() <= 1.0
-    # float32 can represent nothing between 3e7 - 1 and 3e7: y_0 = 3e7 - theta rounds to 0 or 2
+    assert torch.equal(y, torch.tensor([1.0, 0.0]))
+    # ... and (1e-3,) here, rounded to float32 (whose nearest value is 1e-3 * (1 + 4.7e-8))
     y = ptx.project_l1_ball(torch.tensor([1e10]), epsilon=1e-3)
-    assert y.abs().item() <= 1e-3
+    assert y.item() == torch.tensor(1e-3).item()
 
 
 def test_project_linf_ball_clamps_each_element():
@@ -552,16 +556,14 @@ def test_apply_updates_keeps_the_parameter_dtype(param_dtype, update_dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("keep", [0, 1, 7, 63, 64])
-def test_l1q_lmo_normalizes_kept_signs_exactly_as_sign_of_top_q_then_l1_normalize(dtype, keep):
-    # l1q_lmo_datum normalizes the kept signs before scattering them; the L1 norm of
+@pytest.mark.parametrize("q", [1.0, 63 / 64, 57 / 64, 1 / 64, 0.0])
+def test_l1q_lmo_normalizes_kept_signs_exactly_as_sign_of_top_q_then_l1_normalize(dtype, q):
+    # lmo_l1q normalizes the kept signs before scattering them; the L1 norm of
     # +-1s is an exact count in any summation order, so the shortcut must be bit-exact.
-    from paramtx._lmo import l1q_lmo_datum
-    from paramtx._normalize import normalize_datum
-    from paramtx._top_q import top_q_datum
-
-    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(keep)).to(dtype)
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(int(q * 64))).to(dtype)
     x[1] = 0  # a zero datum
     x[2, :40] = 0  # fewer non-zeros than some keeps
-    expected = normalize_datum(top_q_datum(x, keep=keep).sign(), p=1.0, eps=1e-38)
-    assert torch.equal(l1q_lmo_datum(x, keep=keep, eps=1e-38), expected)
+    chained = ptx.chain(ptx.top_q(q), ptx.sign(), ptx.normalize(p=1, eps=1e-38))
+    expected, _ = chained.update(x, chained.init(None))
+    fused = ptx.lmo_l1q(q, eps=1e-38)
+    assert torch.equal(fused.update(x, fused.init(None))[0], expected)

@@ -4,7 +4,7 @@ Every class is a real ``torch.optim.Optimizer`` that keeps the name, the
 signature, the defaults, the validation and the printed results of its
 ``rai_toolbox.optim`` twin: switching is a change of import. None holds
 maths of its own: each applies the core's per-datum transforms (lifted by
-the ``param_ndim`` rule of :mod:`paramtx._param_ndim`) around an inner
+the ``param_ndim`` rule of :func:`paramtx.to_batch`) around an inner
 optimizer. :class:`GradientTransformationOptimizer` runs any
 :class:`paramtx.GradientTransformation` the same way.
 
@@ -20,10 +20,9 @@ Example:
             [ 0.0000, -0.6000, -0.8000]], requires_grad=True)
 """
 
-from paramtx.optim._base import ChainedParamTransformingOptimizer, ParamTransformingOptimizer
-from paramtx.optim._frank_wolfe import FrankWolfe, L1FrankWolfe, L1qFrankWolfe, L2FrankWolfe, LinfFrankWolfe
-from paramtx.optim._generic import GradientTransformationOptimizer
-from paramtx.optim._lp_space import (
+from paramtx.optim.frank_wolfe import FrankWolfe, L1FrankWolfe, L1qFrankWolfe, L2FrankWolfe, LinfFrankWolfe
+from paramtx.optim.generic import GradientTransformationOptimizer
+from paramtx.optim.lp_space import (
     L1NormedGradientOptim,
     L1qNormedGradientOptim,
     L2NormedGradientOptim,
@@ -31,7 +30,8 @@ from paramtx.optim._lp_space import (
     LinfProjectedOptim,
     SignedGradientOptim,
 )
-from paramtx.optim._misc import ClampedGradientOptimizer, ClampedParameterOptimizer, TopQGradientOptimizer
+from paramtx.optim.misc import ClampedGradientOptimizer, ClampedParameterOptimizer, TopQGradientOptimizer
+from paramtx.optim.optimizer import ChainedParamTransformingOptimizer, ParamTransformingOptimizer
 
 __all__ = [
     # bases

@@ -6,9 +6,12 @@ from typing import Any, NamedTuple, Optional, Union
 
 import torch
 
-from paramtx import _counts, _tree, _validate
-from paramtx._base import GradientTransformation, Params, Updates
-from paramtx._normalize import TINY
+from paramtx._core import tree as _tree
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, Params, Updates
+from paramtx._lift import lift
+from paramtx._lift.ops import Combined, DatumOp, Result
+from paramtx._transforms.normalize import TINY
 
 
 class FrankWolfeState(NamedTuple):
@@ -26,7 +29,12 @@ class FrankWolfeState(NamedTuple):
 def frank_wolfe_rate(
     lr: float, count: Union[int, torch.Tensor], use_default_lr_schedule: bool, eps: float = TINY
 ) -> Union[float, torch.Tensor]:
-    """The step weight ``alpha``: ``lr / max(eps, lr + k)`` with the default schedule, else ``lr``."""
+    """The step weight ``alpha``: ``lr / max(eps, lr + k)`` with the default schedule, else ``lr``.
+
+    ``k`` (this parameter's step index) may be a Python int or a 0-d tensor;
+    a tensor gives a float64 tensor, so that a compiled step does not recompile
+    as ``k`` grows.
+    """
     if not use_default_lr_schedule:
         return lr
     if isinstance(count, torch.Tensor):
@@ -34,32 +42,14 @@ def frank_wolfe_rate(
     return lr / max(eps, lr + count)
 
 
-def frank_wolfe_point(
-    param: torch.Tensor, direction: torch.Tensor, alpha: Union[float, torch.Tensor], epsilon: float
-) -> torch.Tensor:
-    """``(1 - alpha) * param - alpha * epsilon * direction``, the next Frank-Wolfe iterate."""
-    keep, step = frank_wolfe_weights(alpha, epsilon)
-    # ``.to``: a float64 0-d ``alpha`` (from tensor step counts) must not promote a 0-d param.
-    return (param * keep + direction * step).to(param.dtype)
+def _step(param: torch.Tensor, direction: torch.Tensor, *, alpha: Union[float, torch.Tensor], epsilon: float) -> Result:
+    # (1 - alpha) * p - alpha * epsilon * s, in rai-toolbox's order of operations.
+    return Combined(param, 1 - alpha, direction, -(alpha * epsilon))
 
 
-def frank_wolfe_weights(alpha: Union[float, torch.Tensor], epsilon: float) -> tuple:
-    """``(1 - alpha, -(alpha * epsilon))``: the iterate is ``param * w0 + direction * w1``.
-
-    (The torch.optim shims apply them to a parameter in place, in that order of operations.)
-    """
-    return 1 - alpha, -(alpha * epsilon)
-
-
-def frank_wolfe_update(
-    param: torch.Tensor, direction: torch.Tensor, alpha: Union[float, torch.Tensor], epsilon: float
-) -> torch.Tensor:
-    """``-alpha * (param + epsilon * direction)``: the update that moves ``param`` to
-    :func:`frank_wolfe_point`, written directly rather than as ``point - param``,
-    which would cancel catastrophically for a small ``alpha`` (and costs two more
-    full-size temporaries)."""
-    # ``.to``: a float64 0-d ``alpha`` (from tensor step counts) must not promote a 0-d param.
-    return (torch.add(param, direction, alpha=epsilon) * -alpha).to(param.dtype)
+FW_STEP = DatumOp("frank_wolfe", _step, elementwise=True, ieee=True)
+"""The next Frank-Wolfe iterate ``(1 - alpha) p - alpha * epsilon * s`` of a parameter ``p``
+given its LMO direction ``s``."""
 
 
 def frank_wolfe(
@@ -103,11 +93,13 @@ def frank_wolfe(
     eps = _validate.check_real("frank_wolfe", "eps", eps, low=0.0)
 
     def init_fn(params: Params) -> FrankWolfeState:
-        return FrankWolfeState(count=_counts.zeros_like_params(params))
+        return FrankWolfeState(count=_tree.zero_counts(params))
 
     def leaf_update(direction: torch.Tensor, param: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         alpha = frank_wolfe_rate(lr, count, use_default_lr_schedule, eps)
-        return frank_wolfe_update(param, direction, alpha, epsilon)
+        # The step as a param map, like a projection: p' - p (exact when p' is near p).
+        point = lift.map_data("frank_wolfe", FW_STEP, None, param, direction, alpha=alpha, epsilon=epsilon)
+        return point - param
 
     def update_fn(updates: Updates, state: FrankWolfeState, params: Optional[Params] = None):
         _validate.check_state("frank_wolfe", state, FrankWolfeState)
@@ -115,6 +107,6 @@ def frank_wolfe(
         new_updates = _tree.map_updates(
             "frank_wolfe", leaf_update, updates, params, state.count, names=("params", "state")
         )
-        return new_updates, FrankWolfeState(_counts.advanced("frank_wolfe", state.count, updates))
+        return new_updates, FrankWolfeState(_tree.advanced_counts("frank_wolfe", state.count, updates))
 
     return GradientTransformation(init_fn, update_fn)

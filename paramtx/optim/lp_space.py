@@ -13,18 +13,21 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch.optim import SGD
 
-from paramtx import _lmo, _normalize, _projections, _top_q, _validate
-from paramtx._normalize import TINY
-from paramtx.optim._base import (
+from paramtx._core import validate as _validate
+from paramtx._lift import lift
+from paramtx._transforms.elementwise import CLAMP, SIGN
+from paramtx._transforms.lmo import L1Q_LMO
+from paramtx._transforms.normalize import NORMALIZE, TINY, datum_norms
+from paramtx._transforms.projections import L2_BALL
+from paramtx.optim.misc import TopQGradientOptimizer, check_generator, kept_per_datum, start_dq_stream
+from paramtx.optim.optimizer import (
     REQUIRED,
     ChainedParamTransformingOptimizer,
     InnerOptimizer,
     OptimParams,
     ParamTransformingOptimizer,
     check_real_in_groups,
-    per_datum_,
 )
-from paramtx.optim._misc import TopQGradientOptimizer, check_generator, draw_sparsity, kept_per_datum, top_q_
 
 __all__ = [
     "SignedGradientOptim",
@@ -39,24 +42,6 @@ __all__ = [
 def check_epsilon(api: str, group: Dict[str, Any], name: str = "epsilon") -> None:
     """``epsilon`` (the ball's radius) is a real number > 0."""
     check_real_in_groups(api, group, name, low=0.0, low_inclusive=False)
-
-
-def l1q_lmo_(rows: torch.Tensor, keep: int, eps: float) -> None:
-    """In place on an ``(N, D)`` view: :func:`paramtx._lmo.l1q_lmo_datum` of each row.
-
-    The signs of the kept entries are normalized before they are scattered
-    back: the L1 norm of the sparse sign vector is that of its ``keep`` kept
-    entries (a sum of 0s and 1s, exact in any order), so the norm and the
-    division touch ``keep`` entries per row, not ``D``.
-    """
-    if 0 < keep < rows.shape[-1]:
-        index = _top_q.top_q_indices(rows, keep=keep)
-        kept = rows.gather(-1, index).sign_()
-        kept.div_(_normalize.normalize_divisor(kept, p=1.0, eps=eps))
-        rows.zero_().scatter_(-1, index, kept)
-    else:
-        top_q_(rows, keep).sign_()
-        rows.div_(_normalize.normalize_divisor(rows, p=1.0, eps=eps))
 
 
 class _LpNormOptimizer(ParamTransformingOptimizer):
@@ -98,21 +83,13 @@ class _LpNormOptimizer(ParamTransformingOptimizer):
 
     def per_datum_norm(self, x: torch.Tensor) -> torch.Tensor:
         """The Lp norm of each datum of a ``(N, *datum)`` batch, shape ``(N,)``."""
-        return _normalize.datum_norm(x.flatten(1), float(self.p)).squeeze(-1)
+        return datum_norms(x, float(self.p))
 
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        grad = param.grad
-        if grad is None:
+        if param.grad is None:
             return
         p, eps = float(self._p), self.div_by_zero_eps  # (not self.p: torch.compile breaks its graph on it)
-        per_datum_(
-            type(self).__name__,
-            grad,
-            lambda rows: rows.div_(_normalize.normalize_divisor(rows, p=p, eps=eps)),
-            _normalize.normalize_datum,
-            p=p,
-            eps=eps,
-        )
+        lift.apply_(type(self).__name__, NORMALIZE, -1, param.grad, p=p, eps=eps)
 
 
 class SignedGradientOptim(ParamTransformingOptimizer):
@@ -156,13 +133,13 @@ class SignedGradientOptim(ParamTransformingOptimizer):
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         if param.grad is None:
             return
-        param.grad.sign_()
+        lift.apply_(type(self).__name__, SIGN, None, param.grad)
 
 
 class L1NormedGradientOptim(_LpNormOptimizer):
     r"""Divide each datum of each gradient by its L1 norm, :math:`g / \max(\|g\|_1, \epsilon)`, then step.
 
-    Scope: per datum (``param_ndim`` rule in :mod:`paramtx._param_ndim`); the
+    Scope: per datum (the ``param_ndim`` rule of :func:`paramtx.to_batch`); the
     maths is :func:`paramtx.normalize` with ``p=1``. ``div_by_zero_eps`` bounds
     the norm from below, so a zero gradient stays zero.
 
@@ -251,18 +228,7 @@ class L2ProjectedOptim(L2NormedGradientOptim):
         check_epsilon(type(self).__name__, group)
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        epsilon = optim_group["epsilon"]
-        per_datum_(
-            type(self).__name__,
-            param,
-            lambda rows: (
-                rows.clamp_(-epsilon, epsilon)  # one-element data: as l2_ball_datum does
-                if rows.shape[-1] == 1
-                else rows.mul_(_projections.l2_ball_scale(rows, epsilon=epsilon))
-            ),
-            _projections.l2_ball_datum,
-            epsilon=epsilon,
-        )
+        lift.apply_(type(self).__name__, L2_BALL, -1, param, epsilon=optim_group["epsilon"])
 
 
 class LinfProjectedOptim(SignedGradientOptim):
@@ -313,7 +279,7 @@ class LinfProjectedOptim(SignedGradientOptim):
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         epsilon = optim_group["epsilon"]
-        param.clamp_(min=-epsilon, max=epsilon)
+        lift.apply_(type(self).__name__, CLAMP, None, param, low=-epsilon, high=epsilon)
 
 
 class L1qNormedGradientOptim(ChainedParamTransformingOptimizer):
@@ -368,13 +334,14 @@ class L1qNormedGradientOptim(ChainedParamTransformingOptimizer):
             **inner_opt_kwargs,
         )
 
+    def _prepare_step_(self) -> None:
+        start_dq_stream(self, self._generator)
+
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        # The chain's three transforms fused into the core's L1q LMO (same values).
+        # The chain's three transforms as one op: the L1q LMO (the same values).
         grad = param.grad
         if grad is None:
             return
-        keep = kept_per_datum(grad, draw_sparsity(self, optim_group, self._generator))
+        keep, bound = kept_per_datum(self, optim_group, grad)
         eps = self.div_by_zero_eps
-        per_datum_(
-            type(self).__name__, grad, lambda rows: l1q_lmo_(rows, keep, eps), _lmo.l1q_lmo_datum, keep=keep, eps=eps
-        )
+        lift.apply_(type(self).__name__, L1Q_LMO, -1, grad, keep=keep, bound=bound, eps=eps)

@@ -53,7 +53,7 @@ class NoiseSampler:
 
     Example:
         >>> import torch
-        >>> from paramtx._noise import NoiseSampler
+        >>> from paramtx._perturbations.noise import NoiseSampler
         >>> sampler = NoiseSampler("gumbel", generator=torch.Generator().manual_seed(0))
         >>> draw = sampler.draw((4,))
         >>> torch.allclose(draw.score + draw.shift, 1 - torch.exp(-draw.sample))

@@ -12,59 +12,54 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch.optim import SGD
 
-from paramtx import _top_q, _validate
-from paramtx.optim._base import (
+from paramtx._core import validate as _validate
+from paramtx._lift import lift
+from paramtx._transforms import sparsity
+from paramtx._transforms.elementwise import CLAMP
+from paramtx._transforms.top_q import TOP_Q
+from paramtx.optim.optimizer import (
     REQUIRED,
     InnerOptimizer,
     OptimParams,
     ParamTransformingOptimizer,
     check_real_in_groups,
-    per_datum_,
 )
 
 __all__ = ["ClampedGradientOptimizer", "ClampedParameterOptimizer", "TopQGradientOptimizer"]
 
 DQ_STREAM = "paramtx.dq_stream"
-"""The key in ``optimizer.state`` of the ``dq`` stream's position: ``{"seed": int, "count": int}``."""
+"""The key in ``optimizer.state`` of the ``dq`` stream's position: ``{"seed": tensor, "count": tensor}``."""
 
 
-def draw_sparsity(optimizer: ParamTransformingOptimizer, group: Dict[str, Any], generator: torch.Generator) -> float:
-    """This draw's ``q``: ``group["q"]``, or with ``dq > 0`` a uniform draw from
-    ``[max(0, q - dq), min(1, q + dq)]`` (:func:`paramtx._top_q.draw_q`).
+def start_dq_stream(optimizer: ParamTransformingOptimizer, generator: torch.Generator) -> None:
+    """Seed the ``dq`` stream from ``generator`` unless it runs already or no group has ``dq > 0``.
 
-    The stream's seed (taken from ``generator`` at the first draw) and its
-    draw count live in ``optimizer.state[DQ_STREAM]``, so ``state_dict()`` /
+    Called by ``step()`` before the transforms run, so that a compiled transform
+    pass always finds the stream (one graph, no recompile at the second step).
+    """
+    if DQ_STREAM in optimizer.state or not any(group["dq"] for group in optimizer.param_groups):
+        return
+    seed = torch.randint(0, 2**62, (), generator=generator, device=generator.device)
+    optimizer.state[DQ_STREAM] = {"seed": seed, "count": torch.zeros((), dtype=torch.int64, device=seed.device)}
+
+
+def kept_per_datum(optimizer: ParamTransformingOptimizer, group: Dict[str, Any], batch: torch.Tensor) -> tuple:
+    """``(keep, bound)`` for the data of a ``(N, *datum)`` batch (see :func:`paramtx._transforms.sparsity.kept`).
+
+    With ``dq > 0`` this draws the next level of the stream in
+    ``optimizer.state[DQ_STREAM]`` and advances it, so ``state_dict()`` /
     ``load_state_dict()`` resume the same sequence of draws.
     """
     q, dq = group["q"], group["dq"]
-    if not dq:
-        return q
-    stream = optimizer.state.get(DQ_STREAM)
-    if stream is None:
-        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
-        count = 0
-    else:
-        seed, count = stream["seed"], stream["count"]
-    (level,) = _top_q.draw_q(q, dq, seed, count, 1)
-    # a new dict each time: load_state_dict adopts the saved one without copying it
-    optimizer.state[DQ_STREAM] = {"seed": seed, "count": count + 1}
-    return level
-
-
-def kept_per_datum(batch: torch.Tensor, q: float) -> int:
-    """``round((1 - q) * D)`` for the data of a ``(N, *datum)`` batch view."""
-    return _top_q.kept_count(q, math.prod(batch.shape[1:]))
-
-
-def top_q_(rows: torch.Tensor, keep: int) -> torch.Tensor:
-    """In place on an ``(N, D)`` view: :func:`paramtx._top_q.top_q_datum` of each row."""
-    if keep <= 0:
-        rows.zero_()
-    elif keep < rows.shape[-1]:
-        index = _top_q.top_q_indices(rows, keep=keep)
-        kept = rows.gather(-1, index)
-        rows.zero_().scatter_(-1, index, kept)
-    return rows
+    level = None
+    if dq:
+        stream = optimizer.state[DQ_STREAM]
+        drawn = sparsity.levels(q, dq, stream["seed"], stream["count"], 1)
+        assert drawn is not None  # dq > 0
+        level = drawn[0]
+        # a new dict each time: load_state_dict adopts the saved one without copying it
+        optimizer.state[DQ_STREAM] = {"seed": stream["seed"], "count": stream["count"] + 1}
+    return sparsity.kept(q, dq, level, math.prod(batch.shape[1:]))
 
 
 def check_generator(api: str, generator: object) -> torch.Generator:
@@ -112,7 +107,7 @@ class ClampedGradientOptimizer(_ClampedOptim):
 
     Scope: per element (``param_ndim`` has no effect). Either bound may be
     ``None``; both can be set per parameter group. The clamp is
-    :func:`paramtx.clamp`, applied in place.
+    :func:`paramtx.clamp`, applied in place (a NaN or infinite element becomes NaN).
 
     Example:
         >>> import torch
@@ -128,7 +123,8 @@ class ClampedGradientOptimizer(_ClampedOptim):
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         if param.grad is None:
             return
-        param.grad.clamp_(min=optim_group["clamp_min"], max=optim_group["clamp_max"])
+        low, high = optim_group["clamp_min"], optim_group["clamp_max"]
+        lift.apply_(type(self).__name__, CLAMP, None, param.grad, low=low, high=high)
 
 
 class ClampedParameterOptimizer(_ClampedOptim):
@@ -149,19 +145,20 @@ class ClampedParameterOptimizer(_ClampedOptim):
     """
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        param.clamp_(min=optim_group["clamp_min"], max=optim_group["clamp_max"])
+        low, high = optim_group["clamp_min"], optim_group["clamp_max"]
+        lift.apply_(type(self).__name__, CLAMP, None, param, low=low, high=high)
 
 
 class TopQGradientOptimizer(ParamTransformingOptimizer):
     """Keep the ``round((1 - q) * D)`` largest-magnitude gradient elements of each datum, zero the rest.
 
     Then ``InnerOpt.step()`` updates the parameters. Scope: per datum (``D``
-    elements; ``param_ndim`` rule in :mod:`paramtx._param_ndim`); the maths is
+    elements; the ``param_ndim`` rule of :func:`paramtx.to_batch`); the maths is
     :func:`paramtx.top_q`'s. ``q`` and ``dq`` can be set per parameter group.
 
     With ``dq > 0`` each parameter draws its own ``q`` at each step, uniformly
     from ``[max(0, q - dq), min(1, q + dq)]``. The draws come from a stream
-    seeded once from ``generator``; its position is kept in
+    seeded once from ``generator`` (at the first step); its position is kept in
     ``optimizer.state`` so ``state_dict()`` / ``load_state_dict()`` resume the
     same draws.
 
@@ -200,9 +197,12 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
         check_real_in_groups(type(self).__name__, group, "q", low=0.0, high=1.0)
         check_real_in_groups(type(self).__name__, group, "dq", low=0.0, high=1.0)
 
+    def _prepare_step_(self) -> None:
+        start_dq_stream(self, self._generator)
+
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         grad = param.grad
         if grad is None:
             return
-        keep = kept_per_datum(grad, draw_sparsity(self, optim_group, self._generator))
-        per_datum_(type(self).__name__, grad, lambda rows: top_q_(rows, keep), _top_q.top_q_datum, keep=keep)
+        keep, bound = kept_per_datum(self, optim_group, grad)
+        lift.apply_(type(self).__name__, TOP_Q, -1, grad, keep=keep, bound=bound)

@@ -6,7 +6,7 @@ from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import torch
 
-from paramtx import _tree
+from paramtx._core import tree as _tree
 
 Params = Any
 """A pytree of tensors (dict, list, tuple, nested); ``None`` leaves allowed."""
@@ -150,10 +150,18 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     """
     leaves, spec = _tree.checked_leaves("apply_updates", updates)
     param_leaves = _tree.leaves_like("apply_updates", spec, params, "params")
-    updated = [None if u is None else p for p, u in zip(param_leaves, leaves)]
-    if any(p is not None and not (isinstance(p, torch.Tensor) and p.is_floating_point()) for p in updated):
-        # ``.to(param.dtype)`` would silently truncate an integer parameter: raise, naming the leaf
-        _tree.checked_leaves("apply_updates", _tree.unflatten(spec, updated), "params")
+    for index, (param, update) in enumerate(zip(param_leaves, leaves)):
+        if update is None:
+            continue
+        if not (isinstance(param, torch.Tensor) and param.is_floating_point()):
+            # ``.to(param.dtype)`` would silently truncate an integer parameter: raise, naming the leaf
+            _tree.check_leaf("apply_updates", "params", param, _tree.path_of(updates, index))
+        if update.shape != param.shape:
+            # ``param + update`` would broadcast a parameter into another shape
+            raise ValueError(
+                f"apply_updates: the update at {_tree.path_of(updates, index)} has shape "
+                f"{tuple(update.shape)}, its parameter {tuple(param.shape)}; they must be equal"
+            )
     new = [
         param if update is None else (param + update).to(param.dtype)
         for param, update in zip(param_leaves, leaves)

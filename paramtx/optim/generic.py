@@ -8,9 +8,9 @@ import optree
 import torch
 from torch.optim import Optimizer
 
-from paramtx import _validate
-from paramtx._base import GradientTransformation, apply_updates
-from paramtx.optim._base import OptimParams, add_checked_group, mirror_inner_optimizer, step_around, write_
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, apply_updates
+from paramtx.optim.optimizer import OptimParams, add_checked_group, mirror_inner_optimizer, step_around, write_
 
 __all__ = ["GradientTransformationOptimizer"]
 

@@ -14,10 +14,13 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 from torch.optim import Optimizer
 
-from paramtx import _frank_wolfe, _lmo, _validate
-from paramtx._normalize import TINY
-from paramtx.optim._base import OptimParams, ParamTransformingOptimizer, datum_rows, write_
-from paramtx.optim._lp_space import L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
+from paramtx._core import validate as _validate
+from paramtx._lift import lift
+from paramtx._transforms.frank_wolfe import FW_STEP, frank_wolfe_rate
+from paramtx._transforms.lmo import L1_LMO
+from paramtx._transforms.normalize import TINY
+from paramtx.optim.lp_space import L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
+from paramtx.optim.optimizer import OptimParams, ParamTransformingOptimizer
 
 __all__ = ["FrankWolfe", "L1FrankWolfe", "L1qFrankWolfe", "L2FrankWolfe", "LinfFrankWolfe"]
 
@@ -92,10 +95,8 @@ class FrankWolfe(Optimizer):
                     continue
                 state = self.state[param]
                 count = state.get("step", 0)
-                alpha = _frank_wolfe.frank_wolfe_rate(lr, count, self._use_default_lr_schedule, self._eps)
-                # in place, the operations of frank_wolfe_point in its order: p * w0 + s * w1
-                keep, step = _frank_wolfe.frank_wolfe_weights(alpha, scale)
-                param.mul_(keep).add_(param.grad * step)
+                alpha = frank_wolfe_rate(lr, count, self._use_default_lr_schedule, self._eps)
+                lift.apply_(type(self).__name__, FW_STEP, None, param, param.grad, alpha=alpha, epsilon=scale)
                 state["step"] = count + 1
         return loss
 
@@ -162,10 +163,9 @@ class L1FrankWolfe(ParamTransformingOptimizer):
         _check_radius(self, group)
 
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        grad = param.grad
-        if grad is None:
+        if param.grad is None:
             return
-        write_(grad, datum_rows(type(self).__name__, _lmo.l1_lmo_datum, grad))
+        lift.apply_(type(self).__name__, L1_LMO, -1, param.grad)
 
 
 class L1qFrankWolfe(L1qNormedGradientOptim):

@@ -7,35 +7,55 @@ For a gradient ``g`` and the unit ball ``B`` of a norm, the LMO direction is
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from paramtx import _param_ndim, _validate
-from paramtx._base import GradientTransformation, stateless
-from paramtx._normalize import TINY, normalize, normalize_datum
-from paramtx._elementwise import sign
-from paramtx._top_q import sparsifying_transform, top_q_datum, top_q_indices
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, stateless
+from paramtx._lift import lift
+from paramtx._lift.numerics import accumulation_dtype
+from paramtx._lift.ops import DatumOp, Dense, Result, Scaled, Scattered
+from paramtx._transforms.elementwise import sign
+from paramtx._transforms.normalize import TINY, normalize
+from paramtx._transforms.top_q import first_of, sparsifying_transform, top_indices
 
 
-def l1_lmo_datum(datum: torch.Tensor) -> torch.Tensor:
-    """A one-hot sign at the (first) largest-magnitude element of a flattened datum."""
-    index = datum.abs().argmax(dim=-1, keepdim=True)
-    return torch.zeros_like(datum).scatter(-1, index, datum.gather(-1, index).sign())
+def _l1_lmo(x: torch.Tensor) -> Result:
+    # The first largest magnitude (row-major order) gets the sign of its element.
+    index = x.abs().argmax(dim=-1, keepdim=True)
+    return Scattered(x, index, x.gather(-1, index).sign())
 
 
-def l1q_lmo_datum(datum: torch.Tensor, *, keep: int, eps: float) -> torch.Tensor:
-    """The L1-normalized sign of the datum's ``keep`` largest-magnitude elements.
+L1_LMO = DatumOp("lmo_l1", _l1_lmo)
+"""A one-hot sign at the (first) largest-magnitude element of each datum."""
 
-    Equal to ``normalize(sign(top_q(datum)), p=1)`` bit for bit, but the signs
-    are normalized before they are scattered, touching ``keep`` elements rather
-    than the whole datum: their L1 norm is a count of +-1s, exact in any order.
-    """
-    if keep <= 0 or keep >= datum.shape[-1]:
-        return normalize_datum(top_q_datum(datum, keep=keep).sign(), p=1.0, eps=eps)
-    index = top_q_indices(datum, keep=keep)
-    kept = normalize_datum(datum.gather(-1, index).sign(), p=1.0, eps=eps)
-    return torch.zeros_like(datum).scatter(-1, index, kept)
+
+def _count(signs: torch.Tensor) -> torch.Tensor:
+    # The L1 norm of a vector of -1, 0 and 1: a count, exact in any order.
+    return signs.abs().sum(-1, keepdim=True, dtype=accumulation_dtype(signs.dtype))
+
+
+def _l1q_lmo(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int, eps: float) -> Result:
+    # normalize(sign(top_q(x)), p=1), with the signs normalized before they are
+    # scattered: the norm and the division touch the kept entries, not the datum.
+    d = x.shape[-1]
+    k = min(bound, d)
+    if k <= 0:
+        return Dense(torch.zeros_like(x))
+    static = isinstance(keep, int)
+    if static and k >= d:
+        signs = x.sign()
+        return Scaled(signs, _count(signs).clamp(min=eps), divide=True)
+    index = top_indices(x, k, ordered=not static)
+    signs = x.gather(-1, index).sign()
+    if isinstance(keep, torch.Tensor):
+        signs = torch.where(first_of(k, keep, x), signs, 0)
+    return Scattered(x, index, signs / _count(signs).clamp(min=eps))
+
+
+L1Q_LMO = DatumOp("lmo_l1q", _l1q_lmo)
+"""The L1-normalized sign of the ``keep`` largest magnitudes of each datum (see ``TOP_Q``)."""
 
 
 def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:
@@ -43,9 +63,9 @@ def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:
 
     Scope: per datum, the argmax taken over the whole datum whatever its number
     of dims (ties go to the first element in row-major order). A zero datum
-    maps to zero.
+    maps to zero; a datum holding a NaN or an inf maps to NaNs.
     Sharded tensors (DTensor, e.g. FSDP2): exact; a datum split across ranks is
-    gathered, computed whole and re-sharded (see :mod:`paramtx._sharded`).
+    gathered, computed whole and re-sharded.
 
     Example:
         >>> import torch, paramtx as ptx
@@ -56,7 +76,7 @@ def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:
                 [ 1.,  0.,  0.]])
     """
     param_ndim = _validate.check_param_ndim("lmo_l1", param_ndim)
-    return stateless("lmo_l1", lambda u: _param_ndim.map_data("lmo_l1", l1_lmo_datum, param_ndim, u))
+    return stateless("lmo_l1", lambda u: lift.map_data("lmo_l1", L1_LMO, param_ndim, u))
 
 
 def lmo_l1q(
@@ -71,9 +91,9 @@ def lmo_l1q(
     Scope: per datum. Keeps the signs of the ``round((1 - q) * D)``
     largest-magnitude elements and scales them to unit L1 norm. ``q``, ``dq``
     and ``seed`` act as in :func:`paramtx.top_q`, whose :class:`TopQState` this
-    transform also uses.
+    transform also uses. A datum holding a NaN or an inf maps to NaNs.
     Sharded tensors (DTensor, e.g. FSDP2): exact; a datum split across ranks is
-    gathered, computed whole and re-sharded (see :mod:`paramtx._sharded`).
+    gathered, computed whole and re-sharded.
 
     Example:
         >>> import torch, paramtx as ptx
@@ -82,16 +102,14 @@ def lmo_l1q(
         tensor([0.0000, 0.5000, 0.5000])
     """
     eps = _validate.check_real("lmo_l1q", "eps", eps, low=0.0)
-    return sparsifying_transform(
-        "lmo_l1q", l1q_lmo_datum, q=q, dq=dq, param_ndim=param_ndim, seed=seed, eps=eps
-    )
+    return sparsifying_transform("lmo_l1q", L1Q_LMO, q=q, dq=dq, param_ndim=param_ndim, seed=seed, eps=eps)
 
 
 def lmo_l2(param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
     """The L2-ball LMO, ``g / ||g||_2`` per datum: the same map as ``normalize(p=2)``.
 
     Sharded tensors (DTensor, e.g. FSDP2): exact without gathering; the norm of
-    a datum split across ranks is all-reduced (see :mod:`paramtx._sharded`).
+    a datum split across ranks is all-reduced.
 
     Example:
         >>> import torch, paramtx as ptx

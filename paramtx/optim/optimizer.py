@@ -9,10 +9,14 @@ Each ``step()`` runs, for every parameter with a gradient:
 4. ``_post_step_transform_`` on the parameter (in place).
 
 Both hooks see each tensor as a batch ``(N, *datum)`` chosen by the group's
-``param_ndim`` (the rule of :mod:`paramtx._param_ndim`): a view of the
-parameter whose ``.grad`` is the matching view of the gradient. The
-optimizer's ``state``, ``param_groups`` and ``defaults`` are the inner
-optimizer's own objects.
+``param_ndim`` (the rule of :func:`paramtx.to_batch`): a view of the
+parameter whose ``.grad`` is the matching view of the gradient. A tensor whose
+layout has no such view (channels-last, transposed) is handed to the hook as a
+contiguous copy, written back after it. The optimizer's ``state``,
+``param_groups`` and ``defaults`` are the inner optimizer's own objects.
+
+The classes of :mod:`paramtx.optim` hold no maths: their hooks apply the
+functional core's ops (:mod:`paramtx._transforms`) through the lift.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ import torch
 from torch.optim import SGD, Optimizer
 from torch.optim.optimizer import required
 
-from paramtx import _param_ndim, _sharded, _validate
+from paramtx._core import validate as _validate
+from paramtx._lift import lift
+from paramtx._lift.dtensor import same_memory
+from paramtx._lift.param_ndim import batch_shape, datum_ndim
+from paramtx._transforms.elementwise import ADD, SCALE
 
 __all__ = ["ParamTransformingOptimizer", "ChainedParamTransformingOptimizer"]
 
@@ -43,74 +51,62 @@ def instantiates_to(obj: object, base: type) -> bool:
     return inspect.isclass(target) and issubclass(target, base)
 
 
-@functools.lru_cache(maxsize=4096)
-def _batch_shape(api: str, shape: torch.Size, param_ndim: Optional[int]) -> tuple:
-    # every step asks again for the same few shapes; a lookup is ~10x cheaper
-    return _param_ndim.batch_shape(api, shape, param_ndim)
+def batched(api: str, x: torch.Tensor, param_ndim: Optional[int]) -> tuple[torch.Tensor, bool]:
+    """``x`` as its ``(N, *datum)`` batch, and whether that is a copy.
 
-
-def batch_view(api: str, x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
-    """``x`` viewed (never copied) as its ``(N, *datum)`` batch: ``x`` itself if it has that shape."""
-    if torch.compiler.is_compiling():
-        return x.view(_param_ndim.batch_shape(api, x.shape, param_ndim))
-    shape = _batch_shape(api, x.shape, param_ndim)
-    return x if x.shape == shape else x.view(shape)
-
-
-def to_batch(api: str, param: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
-    """A batch view of ``param`` whose ``.grad`` is the same view of ``param.grad``.
-
-    A parameter that already has its batch shape is passed as it is (with its
-    own ``.grad``), as rai-toolbox does.
+    A view (``x`` itself if it has the batch shape) where the layout allows one;
+    otherwise a contiguous copy, which the caller writes back.
     """
-    view = batch_view(api, param, param_ndim)
-    grad = param.grad
-    if grad is not None and view is not param:
-        view.grad = batch_view(api, grad, param_ndim)
-    return view
+    shape = batch_shape(api, x.shape, param_ndim)
+    if x.shape == shape:
+        return x, False
+    try:
+        return x.view(shape), False
+    except RuntimeError:  # e.g. channels-last, with the channel dim merged into the batch
+        return x.reshape(shape).clone(), True
 
 
 def write_(target: torch.Tensor, value: torch.Tensor) -> None:
     """Copy ``value`` into ``target`` unless it already is ``target``'s memory."""
     # (DTensors: their parts on this rank. Compiled, a copy onto itself is optimized away.)
-    if not torch.compiler.is_compiling() and _sharded.same_memory(value, target):
+    if not torch.compiler.is_compiling() and same_memory(value, target):
         return
     target.copy_(value)
 
 
-def datum_rows(api: str, datum_fn: Callable[..., torch.Tensor], batch: torch.Tensor, **options: Any) -> torch.Tensor:
-    """``datum_fn`` applied to each datum of a ``(N, *datum)`` batch view."""
-    return _param_ndim.map_data(api, datum_fn, -1, batch, **options)
+class _HookBatch:
+    """The batch a hook sees: ``param`` (and its ``.grad``) as ``(N, *datum)``.
 
-
-def per_datum_(
-    api: str,
-    batch: torch.Tensor,
-    in_place: Callable[[torch.Tensor], object],
-    datum_fn: Callable[..., torch.Tensor],
-    **options: Any,
-) -> None:
-    """Transform each datum of a ``(N, *datum)`` batch view in place.
-
-    ``in_place(rows)`` acts on the ``(N, D)`` view of the data and must equal
-    ``datum_fn(rows, **options)``, the core's pure datum function, which is
-    used instead (through :func:`paramtx._param_ndim.map_data`, then copied)
-    where the batch has no ``(N, D)`` view (e.g. a channels-last gradient), for
-    a DTensor (its data may span ranks: :mod:`paramtx._sharded`) or under
-    :func:`paramtx._param_ndim.vmap_reference`.
+    Views of the parameter and its gradient where their layouts allow; else
+    contiguous copies, which :meth:`write_back` copies into the originals, so a
+    hook that works in place reaches them either way.
     """
-    if batch.numel() == 0:
-        return
-    rows = None
-    if not _param_ndim.vmap_reference_active() and not _sharded.is_dtensor(batch):
-        try:
-            rows = batch if batch.dim() == 2 else batch.view(batch.shape[0], -1)
-        except RuntimeError:
-            rows = None
-    if rows is None:
-        write_(batch, datum_rows(api, datum_fn, batch, **options))
-    else:
-        in_place(rows)
+
+    def __init__(self, api: str, param: torch.Tensor, param_ndim: Optional[int]) -> None:
+        self._original, self._grad = param, param.grad
+        self.param, self._param_copied = batched(api, param, param_ndim)
+        self.grad: Optional[torch.Tensor] = None
+        self._grad_copied = False
+        if self._grad is not None:
+            self.grad, self._grad_copied = batched(api, self._grad, param_ndim)
+        if self.param is not param:
+            self.param.grad = self.grad
+
+    def check_gradient_kept(self, hook: str) -> None:
+        """A hook must write into the gradient, not replace it."""
+        if self.param.grad is not self.grad:
+            raise ValueError(
+                f"{hook} must modify the gradient in place (param.grad.copy_(...), "
+                f"param.grad.mul_(...)); assigning param.grad replaces the view "
+                f"instead of writing to the gradient"
+            )
+
+    def write_back(self) -> None:
+        """Copy what the hook wrote into copies back into the parameter and its gradient."""
+        if self._param_copied:
+            self._original.copy_(self.param.reshape(self._original.shape))
+        if self._grad_copied and self._grad is not None and self.grad is not None:
+            self._grad.copy_(self.grad.reshape(self._grad.shape))
 
 
 def step_around(
@@ -161,7 +157,7 @@ class ParamTransformingOptimizer(Optimizer):
     place on ``param.grad``) and/or ``_post_step_transform_(param,
     optim_group)`` (acts in place on ``param``), each written for a batch view
     of shape ``(N, *datum)``; ``param_ndim`` (per parameter group) decides the
-    datum (see :mod:`paramtx._param_ndim`). After the pre-step transform the
+    datum (the rule of :func:`paramtx.to_batch`). After the pre-step transform the
     gradient is multiplied by ``grad_scale`` and ``grad_bias`` is added.
 
     ``state``, ``param_groups`` and ``defaults`` are those of the inner
@@ -255,7 +251,7 @@ class ParamTransformingOptimizer(Optimizer):
         _validate.check_real(api, "grad_scale", group["grad_scale"])
         _validate.check_real(api, "grad_bias", group["grad_bias"])
         for param in group["params"]:
-            _param_ndim.datum_ndim(api, param.shape, param_ndim)
+            datum_ndim(api, param.shape, param_ndim)
 
     def _transforms(self, hook: str) -> bool:
         """Whether ``hook`` (a hook's name) is overridden, i.e. does something."""
@@ -269,24 +265,20 @@ class ParamTransformingOptimizer(Optimizer):
         transforms = self._transforms("_pre_step_transform_")
         api = type(self).__name__
         for group in self.param_groups:
-            param_ndim, scale, bias = group["param_ndim"], group["grad_scale"], group["grad_bias"]
+            scale, bias = group["grad_scale"], group["grad_bias"]
             for param in group["params"]:
                 grad = param.grad
                 if grad is None:
                     continue
                 if transforms:
-                    view = to_batch(api, param, param_ndim)
-                    self._pre_step_transform_(view, optim_group=group)
-                    if view.grad is None or not (torch.compiler.is_compiling() or _sharded.same_storage(view.grad, grad)):
-                        raise ValueError(
-                            f"{api}._pre_step_transform_ must modify the gradient in place "
-                            f"(param.grad.copy_(...), param.grad.mul_(...)); assigning "
-                            f"param.grad replaces the view instead of writing to the gradient"
-                        )
+                    batch = _HookBatch(api, param, group["param_ndim"])
+                    self._pre_step_transform_(batch.param, optim_group=group)
+                    batch.check_gradient_kept(f"{api}._pre_step_transform_")
+                    batch.write_back()
                 if scale != 1.0:
-                    grad.mul_(scale)
+                    lift.apply_(api, SCALE, None, grad, factor=scale)
                 if bias != 0.0:
-                    grad.add_(bias)
+                    lift.apply_(api, ADD, None, grad, bias=bias)
 
     @torch.no_grad()
     def _apply_post_step_transform_(self) -> None:
@@ -296,7 +288,9 @@ class ParamTransformingOptimizer(Optimizer):
         api = type(self).__name__
         for group in self.param_groups:
             for param in group["params"]:
-                self._post_step_transform_(param=to_batch(api, param, group["param_ndim"]), optim_group=group)
+                batch = _HookBatch(api, param, group["param_ndim"])
+                self._post_step_transform_(param=batch.param, optim_group=group)
+                batch.write_back()
 
     def project(self) -> None:
         """Deprecated alias of ``_apply_post_step_transform_`` (as in rai-toolbox 0.2)."""
@@ -306,6 +300,12 @@ class ParamTransformingOptimizer(Optimizer):
         )
         self._apply_post_step_transform_()
 
+    def _prepare_step_(self) -> None:
+        """Set up what the transform passes need, before they run (outside a compiled pass).
+
+        The default does nothing; e.g. the top-q shims seed their ``dq`` stream here.
+        """
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Transform the gradients, step with ``InnerOpt``, transform the parameters.
@@ -313,6 +313,7 @@ class ParamTransformingOptimizer(Optimizer):
         With a ``closure``, the gradients it computes are transformed each time
         the inner optimizer calls it; its loss is returned.
         """
+        self._prepare_step_()
         return step_around(self.inner_opt, self._apply_pre_step_transform_, self._apply_post_step_transform_, closure)
 
     # -- mirroring the inner optimizer ----------------------------------------------------
@@ -459,6 +460,10 @@ class ChainedParamTransformingOptimizer(ParamTransformingOptimizer):
         self._chain = tuple(
             member(params, InnerOpt=self.inner_opt, defaults=self.defaults) for member in transforming_optimizers
         )
+
+    def _prepare_step_(self) -> None:
+        for member in self._chain:
+            member._prepare_step_()
 
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         for member in self._chain:

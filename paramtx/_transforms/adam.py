@@ -6,8 +6,9 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
-from paramtx import _counts, _tree, _validate
-from paramtx._base import GradientTransformation, Params, Updates
+from paramtx._core import tree as _tree
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, Params, Updates
 
 
 class AdamState(NamedTuple):
@@ -61,7 +62,7 @@ def adam(
 
     def init_fn(params: Params) -> AdamState:
         return AdamState(
-            _counts.zeros_like_params(params), _tree.zeros_like_tree(params), _tree.zeros_like_tree(params)
+            _tree.zero_counts(params), _tree.zeros_like_tree(params), _tree.zeros_like_tree(params)
         )
 
     def leaf_step(grad, param, count, mu, nu):
@@ -90,7 +91,7 @@ def adam(
             new_mu.append(m)
             new_nu.append(v)
         new_state = AdamState(
-            _counts.advanced(api, state.count, updates),
+            _tree.advanced_counts(api, state.count, updates),
             _tree.unflatten(spec, new_mu),
             _tree.unflatten(spec, new_nu),
         )

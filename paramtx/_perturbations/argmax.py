@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 import torch
 
-from paramtx._perturbed import make_spec, wrap
+from paramtx._perturbations.entry import make_spec, wrap
 
 
 def _flat_argmax(x: torch.Tensor) -> torch.Tensor:
@@ -21,7 +21,7 @@ def one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
 
     Example:
         >>> import torch
-        >>> from paramtx._perturbed_argmax import one_hot_argmax
+        >>> from paramtx._perturbations.argmax import one_hot_argmax
         >>> one_hot_argmax(torch.tensor([[0.2, 1.5, -1.0], [3.0, 3.0, 0.0]]))
         tensor([[0., 1., 0.],
                 [1., 0., 0.]])

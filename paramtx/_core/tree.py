@@ -13,7 +13,6 @@ import optree
 import torch
 
 
-
 def flatten(tree: Any) -> tuple[list[Any], optree.PyTreeSpec]:
     """Leaves (``None`` included) and the structure of ``tree``."""
     return optree.tree_flatten(tree, none_is_leaf=True)
@@ -35,6 +34,12 @@ def leaves_like(api: str, spec: optree.PyTreeSpec, tree: Any, name: str) -> list
         ) from error
 
 
+def path_of(tree: Any, index: int) -> str:
+    """A readable path to leaf ``index`` of ``tree``, for error messages."""
+    paths, _, _ = optree.tree_flatten_with_path(tree, none_is_leaf=True)
+    return "leaf " + ("/".join(map(str, paths[index])) or "<root>")
+
+
 def check_leaf(api: str, name: str, leaf: Any, path: str) -> None:
     """A leaf to transform is a dense real floating-point tensor."""
     if not isinstance(leaf, torch.Tensor):
@@ -53,11 +58,6 @@ def check_leaf(api: str, name: str, leaf: Any, path: str) -> None:
         )
 
 
-def _path_of(tree: Any, index: int) -> str:
-    paths, _, _ = optree.tree_flatten_with_path(tree, none_is_leaf=True)
-    return "leaf " + ("/".join(map(str, paths[index])) or "<root>")
-
-
 def checked_leaves(api: str, tree: Any, name: str = "updates") -> tuple[list[Any], optree.PyTreeSpec]:
     """Flatten ``tree`` and check that every non-``None`` leaf can be transformed."""
     leaves, spec = flatten(tree)
@@ -69,7 +69,7 @@ def checked_leaves(api: str, tree: Any, name: str = "updates") -> tuple[list[Any
             or leaf.layout != torch.strided
             or not leaf.is_floating_point()
         ):
-            check_leaf(api, name, leaf, _path_of(tree, index))
+            check_leaf(api, name, leaf, path_of(tree, index))
     return leaves, spec
 
 
@@ -113,3 +113,27 @@ def zeros_like_tree(tree: Any) -> Any:
     """A fresh zero tensor for every tensor leaf (``None`` stays ``None``)."""
     leaves, spec = flatten(tree)
     return unflatten(spec, [None if leaf is None else torch.zeros_like(leaf) for leaf in leaves])
+
+
+def zero_counts(params: Any) -> Any:
+    """A 0-d int64 step count of zero on each parameter's device (``None`` for ``None``)."""
+    leaves, spec = flatten(params)
+    return unflatten(
+        spec,
+        [None if p is None else torch.zeros((), dtype=torch.int64, device=p.device) for p in leaves],
+    )
+
+
+def advanced_counts(api: str, counts: Any, updates: Any) -> Any:
+    """Step counts plus one where the update is not ``None``."""
+    leaves, spec = flatten(updates)
+    count_leaves = leaves_like(api, spec, counts, "state")
+    return unflatten(spec, [c if u is None else c + 1 for c, u in zip(count_leaves, leaves)])
+
+
+def first_device(tree: Any) -> torch.device:
+    """The device of the first tensor leaf of ``tree`` (the CPU if it has none)."""
+    for leaf in flatten(tree)[0]:
+        if isinstance(leaf, torch.Tensor):
+            return leaf.device
+    return torch.device("cpu")

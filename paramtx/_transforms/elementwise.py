@@ -10,8 +10,22 @@ from typing import Optional
 
 import torch
 
-from paramtx import _validate
-from paramtx._base import GradientTransformation, stateless
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, stateless
+from paramtx._lift import lift
+from paramtx._lift.ops import DatumOp, Mapped, Scaled
+
+SCALE = DatumOp("scale", lambda x, *, factor: Scaled(x, factor), elementwise=True, ieee=True)
+"""``x * factor``."""
+
+ADD = DatumOp("add", lambda x, *, bias: Mapped(torch.add, (x, bias)), elementwise=True, ieee=True)
+"""``x + bias``."""
+
+CLAMP = DatumOp("clamp", lambda x, *, low, high: Mapped(torch.clamp, (x, low, high)), elementwise=True)
+"""``x`` clamped into ``[low, high]`` (either bound may be ``None``); NaN for a NaN or inf."""
+
+SIGN = DatumOp("sign", lambda x: Mapped(torch.sign, (x,)), elementwise=True)
+"""``sign(x)`` (``0`` stays ``0``); NaN for a NaN or inf."""
 
 
 def scale(step_size: float) -> GradientTransformation:
@@ -29,7 +43,7 @@ def scale(step_size: float) -> GradientTransformation:
         [tensor([-0.1000,  0.2000])]
     """
     step_size = _validate.check_real("scale", "step_size", step_size)
-    return stateless("scale", lambda u: u * step_size)
+    return stateless("scale", lambda u: lift.map_data("scale", SCALE, None, u, factor=step_size))
 
 
 def add(bias: float) -> GradientTransformation:
@@ -44,13 +58,14 @@ def add(bias: float) -> GradientTransformation:
         [tensor([ 1.5000, -1.5000])]
     """
     bias = _validate.check_real("add", "bias", bias)
-    return stateless("add", lambda u: u + bias)
+    return stateless("add", lambda u: lift.map_data("add", ADD, None, u, bias=bias))
 
 
 def clamp(min: Optional[float] = None, max: Optional[float] = None) -> GradientTransformation:
     """Clamp every update into ``[min, max]``; either bound may be ``None``.
 
-    Scope: per element.
+    Scope: per element. A NaN or infinite element maps to NaN (see the README's
+    numerics policy), never to a bound.
 
     Raises:
         ValueError: if both bounds are ``None`` or ``min > max``.
@@ -58,8 +73,8 @@ def clamp(min: Optional[float] = None, max: Optional[float] = None) -> GradientT
     Example:
         >>> import torch, paramtx as ptx
         >>> tx = ptx.clamp(max=2.8)
-        >>> tx.update([torch.tensor([1.0, 2.0, 3.0])], tx.init(None))[0]
-        [tensor([1.0000, 2.0000, 2.8000])]
+        >>> tx.update([torch.tensor([1.0, 2.0, 3.0, float("inf")])], tx.init(None))[0]
+        [tensor([1.0000, 2.0000, 2.8000,    nan])]
     """
     low = _validate.check_optional_real("clamp", "min", min)
     high = _validate.check_optional_real("clamp", "max", max)
@@ -67,18 +82,19 @@ def clamp(min: Optional[float] = None, max: Optional[float] = None) -> GradientT
         raise ValueError("clamp: at least one of min and max must be given, got min=None, max=None")
     if low is not None and high is not None and low > high:
         raise ValueError(f"clamp: min must satisfy min <= max, got min={low!r}, max={high!r}")
-    return stateless("clamp", lambda u: torch.clamp(u, low, high))
+    return stateless("clamp", lambda u: lift.map_data("clamp", CLAMP, None, u, low=low, high=high))
 
 
 def sign() -> GradientTransformation:
     """Replace every update by its sign: ``u -> sign(u)`` (0 stays 0).
 
-    Scope: per element. This is also the L-infinity LMO (:func:`lmo_linf`).
+    Scope: per element. This is also the L-infinity LMO (:func:`lmo_linf`). A
+    NaN or infinite element maps to NaN, never to a finite step.
 
     Example:
         >>> import torch, paramtx as ptx
         >>> tx = ptx.sign()
-        >>> tx.update([torch.tensor([0.3, 0.0, -2.0])], tx.init(None))[0]
-        [tensor([ 1.,  0., -1.])]
+        >>> tx.update([torch.tensor([0.3, 0.0, -2.0, float("nan")])], tx.init(None))[0]
+        [tensor([ 1.,  0., -1., nan])]
     """
-    return stateless("sign", torch.sign)
+    return stateless("sign", lambda u: lift.map_data("sign", SIGN, None, u))

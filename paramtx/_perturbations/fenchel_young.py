@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 
 import torch
 
-from paramtx._perturbed import make_spec, wrap
+from paramtx._perturbations.entry import make_spec, wrap
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -65,7 +65,7 @@ def fenchel_young_loss(
 
     Example:
         >>> import torch, paramtx as ptx
-        >>> from paramtx._perturbed_argmax import one_hot_argmax
+        >>> from paramtx._perturbations.argmax import one_hot_argmax
         >>> theta = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
         >>> y = torch.tensor([[0.0, 1.0, 0.0]])
         >>> loss = ptx.fenchel_young_loss(theta, y, one_hot_argmax, sigma=1.0, noise="gumbel",
@@ -97,7 +97,7 @@ class FenchelYoungLoss(torch.nn.Module):
 
     Example:
         >>> import torch, paramtx as ptx
-        >>> from paramtx._perturbed_argmax import one_hot_argmax
+        >>> from paramtx._perturbations.argmax import one_hot_argmax
         >>> loss_fn = ptx.FenchelYoungLoss(one_hot_argmax, num_samples=10_000, sigma=1.0,
         ...                                noise="gumbel", seed=0)
         >>> loss_fn

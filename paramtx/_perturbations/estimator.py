@@ -1,12 +1,8 @@
-"""``perturbed``: turn a black-box solver into a differentiable function.
+"""The Monte-Carlo estimator behind :func:`paramtx.perturbed`: forward means and backward products.
 
-Berthet Q., Blondel M., Teboul O., Cuturi M., Vert J.-P., Bach F., *Learning with
-Differentiable Perturbed Optimizers*, NeurIPS 2020.
-
-For a solver ``f`` (e.g. ``argmax`` written as a one-hot, a ranking, a shortest
-path), the perturbed solver is ``F(θ) = E[f(θ + σZ)]`` and its Jacobian is
-``E[f(θ + σZ) ∇ν(Z)ᵀ] / σ`` (see :mod:`paramtx._noise` for ``∇ν``). Both are
-Monte-Carlo means over ``num_samples`` draws.
+For a solver ``f``, the perturbed solver is ``F(θ) = E[f(θ + σZ)]`` and its
+Jacobian is ``E[f(θ + σZ) ∇ν(Z)ᵀ] / σ`` (see :mod:`paramtx._perturbations.noise`
+for ``∇ν``). Both are Monte-Carlo means over ``num_samples`` draws.
 
 Memory does not grow with ``num_samples``: the draws are made and solved in
 chunks (about 4 MiB of noise each, in reused buffers) and nothing per draw is
@@ -23,20 +19,19 @@ kept for backward. Backward uses one of two strategies:
 ``benchmarks/bench_perturbed.py``), else ``"recompute"``. The Function below
 also carries a vmap rule: vmapped copies of ``θ`` share one draw of the noise,
 and random numbers are only drawn outside every vmap level.
+
+An example whose ``θ`` holds a NaN or an inf gets NaN means and NaN gradients,
+never a confident solution.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, Callable, Iterator, NamedTuple, Optional, Union, cast, overload
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import torch
 
-from paramtx import _validate
-from paramtx._noise import NOISES, NoiseDraw, NoiseSampler
-
-STRATEGIES = ("auto", "jacobian", "recompute")
+from paramtx._perturbations.noise import NoiseDraw, NoiseSampler
 
 # One chunk draws about this many bytes of noise; the working set of a chunk is
 # a small multiple of it. 2 to 8 MiB ran equally fast on a 2-core CPU
@@ -50,7 +45,7 @@ _JACOBIAN_MAX_BYTES = 64 * 2**20
 _JACOBIAN_FLOPS_RATIO = 128
 
 
-class _Spec(NamedTuple):
+class Spec(NamedTuple):
     """Everything about a perturbed call except ``θ``."""
 
     api: str
@@ -68,227 +63,18 @@ class _Spec(NamedTuple):
     one_hot_index: bool = False
 
 
-@overload
-def perturbed(
-    func: Callable[..., torch.Tensor],
-    *,
-    num_samples: int = ...,
-    sigma: float = ...,
-    noise: str = ...,
-    batched: bool = ...,
-    device: Union[str, torch.device, None] = ...,
-    chunk_size: Optional[int] = ...,
-    seed: Optional[int] = ...,
-    generator: Optional[torch.Generator] = ...,
-    strategy: str = ...,
-) -> Callable[..., torch.Tensor]: ...
+def example_poison(theta: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Per example of ``θ`` (K, B, *event): 0 if finite, NaN if not, shaped to broadcast over ``ndim`` dims."""
+    flat = theta.detach().flatten(2)
+    poison = flat.amax(-1) * 0 + flat.amin(-1) * 0
+    return poison.reshape(*poison.shape, *(1,) * (ndim - 2))
 
 
-@overload
-def perturbed(
-    func: None = None,
-    *,
-    num_samples: int = ...,
-    sigma: float = ...,
-    noise: str = ...,
-    batched: bool = ...,
-    device: Union[str, torch.device, None] = ...,
-    chunk_size: Optional[int] = ...,
-    seed: Optional[int] = ...,
-    generator: Optional[torch.Generator] = ...,
-    strategy: str = ...,
-) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]: ...
-
-
-def perturbed(
-    func: Optional[Callable[..., torch.Tensor]] = None,
-    *,
-    num_samples: int = 1000,
-    sigma: float = 0.05,
-    noise: str = "normal",
-    batched: bool = True,
-    device: Union[str, torch.device, None] = None,
-    chunk_size: Optional[int] = None,
-    seed: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    strategy: str = "auto",
-) -> Any:
-    """Turn ``func`` into the differentiable ``θ ↦ E[func(θ + σZ)]``.
-
-    Usable as a function, ``perturbed(func, ...)``, and as a decorator, with
-    (``@perturbed(sigma=0.5)``) or without (``@perturbed``) arguments.
-
-    ``func`` is a black box: it is called without gradient tracking, on a batch
-    of perturbed inputs ``(M, D1, ..., Dk)``, and must return ``(M, ...)``, the
-    solution for each input (for the estimator to be the gradient of a convex
-    smoothing, the solution of a linear program over ``θ``, such as
-    ``argmax``, a ranking or a shortest path). With ``batched=True`` the
-    returned function maps ``(B, D1, ..., Dk)`` to ``(B, ...)``, per example;
-    with ``batched=False`` it maps one example ``(D1, ..., Dk)`` to ``(...)``.
-    The four signatures of the reference implementation are the cases where
-    ``(...)`` is ``(D1, ..., Dk)`` or ``()``; any other per-example output
-    shape works too. Extra positional and keyword arguments of the returned
-    function are passed to ``func`` unchanged: they are not differentiated, nor
-    batched by ``torch.func.vmap``.
-
-    Scope: per example. The noise has the shape of one example and is drawn
-    independently for every example and every sample.
-
-    Randomness: with ``seed``, every call draws the same noise, so the returned
-    function is deterministic (bit for bit, for a given device, ``chunk_size``
-    and torch version). With ``generator``, each call draws its seed from it.
-    With neither, each call draws its seed from torch's global RNG, so
-    ``torch.manual_seed`` makes a run reproducible. Under ``torch.func.vmap``
-    the vmapped copies share one draw (as ``randomness="same"`` would), which
-    makes ``vmap(f)(x)`` equal ``stack([f(xi) for xi in x])`` for a given seed.
-
-    Transforms: works under autograd and ``torch.func.grad``, ``vjp``,
-    ``vmap`` and ``jacrev``, nested in any order. Only first derivatives are
-    estimated; forward-mode AD (``jvp``, ``jacfwd``) is not supported.
-
-    Args:
-        func: the solver; ``None`` to get a decorator.
-        num_samples: how many perturbed inputs the means are taken over.
-        sigma: the scale ``σ`` of the perturbation.
-        noise: ``"normal"`` or ``"gumbel"``.
-        batched: whether inputs carry a leading batch dim (then they need rank >= 2).
-        device: where to draw the noise and call ``func`` (the input's device if
-            ``None``); results come back on the input's device.
-        chunk_size: how many samples to draw and solve at once; by default about
-            4 MiB of noise per chunk. Peak memory grows with it, not with
-            ``num_samples``.
-        seed: a fixed seed, ``0 <= seed < 2**64``.
-        generator: a ``torch.Generator`` to draw each call's seed from.
-        strategy: how backward gets the Jacobian estimate: ``"jacobian"``
-            (accumulated in forward), ``"recompute"`` (noise redrawn from the
-            saved seed in backward) or ``"auto"``.
-
-    Returns:
-        The perturbed function, or a decorator making one if ``func`` is ``None``.
-
-    Raises:
-        TypeError, ValueError: for an argument of the wrong type or value; the
-            returned function raises ``ValueError`` for a batched input of rank < 2.
-
-    Example:
-        >>> import torch, paramtx as ptx
-        >>> @ptx.perturbed(num_samples=10_000, sigma=0.5, noise="gumbel", seed=0)
-        ... def argmax(x):
-        ...     return torch.nn.functional.one_hot(x.argmax(-1), x.shape[-1]).float()
-        >>> theta = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0]], requires_grad=True)
-        >>> argmax(theta)                            # ≈ softmax(theta / 0.5)
-        tensor([[0.0050, 0.8151, 0.0123, 0.1657, 0.0019]], grad_fn=<SelectBackward0>)
-        >>> torch.softmax(theta / 0.5, -1)
-        tensor([[0.0055, 0.8152, 0.0122, 0.1646, 0.0025]], grad_fn=<SoftmaxBackward0>)
-        >>> argmax(theta)[0, 1].backward()         # a Monte-Carlo estimate of ...
-        >>> theta.grad
-        tensor([[-0.0126,  0.2816, -0.0647, -0.2947,  0.0038]])
-        >>> torch.func.grad(lambda t: torch.softmax(t / 0.5, -1)[0, 1])(theta.detach())  # ... this
-        tensor([[-0.0090,  0.3013, -0.0199, -0.2684, -0.0040]])
-    """
-    options: dict[str, Any] = dict(
-        num_samples=num_samples, sigma=sigma, noise=noise, batched=batched, device=device,
-        chunk_size=chunk_size, seed=seed, generator=generator, strategy=strategy,
-    )
-    spec, batched = make_spec("perturbed", func, **options)
-    if func is None:
-        return functools.partial(perturbed, **options)
-    return wrap(spec, batched)
-
-
-def make_spec(
-    api: str,
-    func: object,
-    *,
-    num_samples: object,
-    sigma: object,
-    noise: object,
-    batched: object,
-    device: object,
-    chunk_size: object,
-    seed: object,
-    generator: object,
-    strategy: object,
-) -> tuple[_Spec, bool]:
-    """Check the options of :func:`perturbed` (errors start with ``api``)."""
-    num_samples = _validate.check_int(api, "num_samples", num_samples, low=1)
-    sigma = _validate.check_real(api, "sigma", sigma, low=0.0, low_inclusive=False)
-    if not math.isfinite(sigma):
-        raise ValueError(f"{api}: sigma must be finite, got {sigma!r}")
-    if not isinstance(noise, str):
-        raise TypeError(f"{api}: noise must be a str, got {noise!r} (type {type(noise).__name__})")
-    if noise not in NOISES:
-        raise ValueError(f"{api}: noise must be one of {NOISES}, got {noise!r}")
-    batched = _validate.check_bool(api, "batched", batched)
-    if chunk_size is not None:
-        chunk_size = _validate.check_int(api, "chunk_size", chunk_size, low=1)
-    seed = _check_seed(api, seed, generator)
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise ValueError(f"{api}: strategy must be one of {STRATEGIES}, got {strategy!r}")
-    if device is not None:
-        if not isinstance(device, (str, torch.device)):
-            raise TypeError(f"{api}: device must be a str or torch.device, got {device!r}")
-        device = torch.device(device)
-    if func is not None and not callable(func):
-        raise TypeError(f"{api}: func must be callable, got {func!r}")
-    # Both checked above; func is None only for perturbed's decorator form, whose spec is unused.
-    func = cast(Callable[[torch.Tensor], torch.Tensor], func)
-    generator = cast(Optional[torch.Generator], generator)
-    spec = _Spec(api, func, num_samples, sigma, noise, chunk_size, seed, generator, device, strategy)
-    return spec, batched
-
-
-def wrap(spec: _Spec, batched: bool) -> Callable[..., torch.Tensor]:
-    """The perturbed version of ``spec.func`` for checked options ``spec``."""
-
-    @functools.wraps(spec.func)
-    def perturbed_func(theta: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        _check_input(spec.api, theta, batched)
-        call = spec._replace(func=functools.partial(_call_with, spec.func, args, kwargs))
-        # Internal layout (K, B, *event): K copies that share their noise
-        # (K > 1 only under vmap), B examples with independent noise.
-        theta3 = theta.unsqueeze(0) if batched else theta.reshape(1, 1, *theta.shape)
-        want_jacobian = torch.is_grad_enabled() and theta.requires_grad
-        mean, _, _ = _PerturbedMean.apply(theta3, call, want_jacobian)
-        return mean[0] if batched else mean[0, 0]
-
-    return perturbed_func
-
-
-def _call_with(func: Callable[..., Any], args: tuple, kwargs: dict, x: torch.Tensor) -> Any:
-    return func(x, *args, **kwargs)
-
-
-def _check_seed(api: str, seed: object, generator: object) -> Optional[int]:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"{api}: generator must be a torch.Generator, got {generator!r}")
-    if seed is None:
-        return None
-    if generator is not None:
-        raise ValueError(f"{api}: give seed or generator, not both, got seed={seed!r}")
-    seed = _validate.check_int(api, "seed", seed, low=0)
-    if seed >= 2**64:
-        raise ValueError(f"{api}: seed must satisfy seed < 2**64, got {seed!r}")
-    return seed
-
-
-def _check_input(api: str, theta: object, batched: bool) -> None:
-    if not isinstance(theta, torch.Tensor):
-        raise TypeError(f"{api}: the input must be a tensor, got {type(theta).__name__}")
-    if not theta.is_floating_point():
-        raise TypeError(f"{api}: the input must be a floating-point tensor, got dtype {theta.dtype}")
-    if batched and theta.dim() < 2:
-        raise ValueError(
-            f"{api}: a batched input must have rank >= 2 (batch, D1, ...), got shape "
-            f"{tuple(theta.shape)}; pass batched=False for a single example"
-        )
-
-
-class _PerturbedMean(torch.autograd.Function):
+class PerturbedMean(torch.autograd.Function):
     """``θ (K, B, *event) ↦ (mean (K, B, *out), jacobian or empty, seed)``."""
 
     @staticmethod
-    def forward(theta: torch.Tensor, spec: _Spec, want_jacobian: bool):
+    def forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
         return _forward(theta, spec, want_jacobian)
 
     @staticmethod
@@ -306,16 +92,17 @@ class _PerturbedMean(torch.autograd.Function):
             return None, None, None
         theta, jacobian, seed = ctx.saved_tensors
         if jacobian.dim() == 4:  # (K, B, out_size, in_size), built by forward
-            return _JacobianVJP.apply(grad_mean, jacobian, theta), None, None
-        grad = _PerturbedVJP.apply(grad_mean.unsqueeze(0), theta, seed, ctx.spec)
-        return grad[0], None, None
+            grad = _JacobianVJP.apply(grad_mean, jacobian, theta)
+        else:
+            grad = _PerturbedVJP.apply(grad_mean.unsqueeze(0), theta, seed, ctx.spec)[0]
+        return grad + example_poison(theta, grad.dim()), None, None
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple, theta: torch.Tensor, spec: _Spec, want_jacobian: bool):
+    def vmap(info: Any, in_dims: tuple, theta: torch.Tensor, spec: Spec, want_jacobian: bool):
         # The vmapped copies become more copies K: they share the noise.
         theta = theta.movedim(in_dims[0], 0)
         v, k = theta.shape[:2]
-        mean, jacobian, seed = _PerturbedMean.apply(theta.flatten(0, 1), spec, want_jacobian)
+        mean, jacobian, seed = PerturbedMean.apply(theta.flatten(0, 1), spec, want_jacobian)
         jacobian_dim = None
         if jacobian.dim() == 4:
             jacobian, jacobian_dim = jacobian.unflatten(0, (v, k)), 0
@@ -350,7 +137,7 @@ class _PerturbedVJP(torch.autograd.Function):
     """``(cotangents (C, K, B, *out), θ, seed) ↦ (C, K, B, *event)`` by redrawing the noise."""
 
     @staticmethod
-    def forward(grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: _Spec):
+    def forward(grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
         return _recomputed_vjp(grads, theta, int(seed) % 2**64, spec)
 
     @staticmethod
@@ -362,7 +149,7 @@ class _PerturbedVJP(torch.autograd.Function):
         raise NotImplementedError("perturbed: second derivatives are not supported")
 
     @staticmethod
-    def vmap(info: Any, in_dims: tuple, grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: _Spec):
+    def vmap(info: Any, in_dims: tuple, grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
         grads_dim, theta_dim = in_dims[0], in_dims[1]
         if in_dims[2] is not None:
             raise NotImplementedError("perturbed: the saved seed cannot be vmapped")
@@ -381,7 +168,7 @@ class _PerturbedVJP(torch.autograd.Function):
         return out.unflatten(1, (v, k)), 1
 
 
-def _forward(theta: torch.Tensor, spec: _Spec, want_jacobian: bool):
+def _forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
     """The means, and the Jacobian estimate if wanted and cheap (else an empty tensor)."""
     seed = _draw_seed(spec)
     total = jacobian = None
@@ -402,13 +189,14 @@ def _forward(theta: torch.Tensor, spec: _Spec, want_jacobian: bool):
     else:  # the score's constant shift, added once: Σ f ⊗ (score + shift)
         jacobian = jacobian.add_(total.unsqueeze(-1), alpha=chunk.draw.shift)
         jacobian = (jacobian / (spec.sigma * spec.num_samples)).to(theta)
-    mean = (total / spec.num_samples).reshape(*theta.shape[:2], *chunk.shape)
+    mean = (total / spec.num_samples).reshape(*theta.shape[:2], *chunk.shape).to(theta)
+    mean = mean + example_poison(theta, mean.dim())
     # The seed, as an int64 of the same bits, for the recompute strategy.
     seed_bits = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
-    return mean.to(theta), jacobian, seed_bits
+    return mean, jacobian, seed_bits
 
 
-def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: _Spec) -> torch.Tensor:
+def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: Spec) -> torch.Tensor:
     """``E[<g, f(θ + σZ)> ∇ν(Z)] / σ`` for each cotangent ``g``, the forward's noise drawn again."""
     c, k, b = grads.shape[:3]
     device = spec.device if spec.device is not None else theta.device
@@ -471,7 +259,7 @@ class _Chunk(NamedTuple):
         return self.positions
 
 
-def _solutions(theta: torch.Tensor, spec: _Spec, seed: int) -> Iterator[_Chunk]:
+def _solutions(theta: torch.Tensor, spec: Spec, seed: int) -> Iterator[_Chunk]:
     """Draw the noise and solve the perturbed problems, chunk by chunk.
 
     The noise, ``(B, n, D)`` per chunk, comes from a generator seeded with
@@ -519,7 +307,7 @@ def _check_output(api: str, y: object, rows: int, expected: Optional[tuple]) -> 
     return shape
 
 
-def _chunk_lengths(spec: _Spec, bytes_per_sample: int) -> Iterator[int]:
+def _chunk_lengths(spec: Spec, bytes_per_sample: int) -> Iterator[int]:
     size = spec.chunk_size or max(1, _CHUNK_BYTES // max(1, bytes_per_sample))
     left = spec.num_samples
     while left > 0:
@@ -548,7 +336,7 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _draw_seed(spec: _Spec) -> int:
+def _draw_seed(spec: Spec) -> int:
     if spec.seed is not None:
         return spec.seed
     generator = spec.generator

@@ -6,18 +6,21 @@ from typing import Any, NamedTuple, Optional
 
 import torch
 
-from paramtx import _counts, _tree, _validate
-from paramtx._base import GradientTransformation, Params, Updates
+from paramtx._core import tree as _tree
+from paramtx._core import validate as _validate
+from paramtx._core.base import EmptyState, GradientTransformation, Params, Updates
 
 
 class SgdState(NamedTuple):
-    """Momentum buffers (``None`` without momentum) and, only when
-    ``dampening != 0``, per-leaf step counts (the first step skips dampening).
+    """With momentum: the momentum buffers and per-leaf step counts (the first
+    step skips dampening). Without momentum, ``sgd``'s state is an ``EmptyState``.
 
     Example:
         >>> import torch, paramtx as ptx
         >>> ptx.sgd(lr=0.1, momentum=0.9).init([torch.zeros(2)])
-        SgdState(momentum_buffer=[tensor([0., 0.])], count=None)
+        SgdState(momentum_buffer=[tensor([0., 0.])], count=[tensor(0)])
+        >>> ptx.sgd(lr=0.1).init([torch.zeros(2)])
+        EmptyState()
     """
 
     momentum_buffer: Any
@@ -62,12 +65,12 @@ def sgd(
             f"sgd: nesterov=True requires momentum > 0 and dampening = 0, "
             f"got momentum={momentum!r}, dampening={dampening!r}"
         )
-    tracks_first_step = momentum != 0 and dampening != 0
+    state_type = SgdState if momentum != 0 else EmptyState
 
-    def init_fn(params: Params) -> SgdState:
-        buffers = _tree.zeros_like_tree(params) if momentum != 0 else None
-        counts = _counts.zeros_like_params(params) if tracks_first_step else None
-        return SgdState(buffers, counts)
+    def init_fn(params: Params):
+        if momentum == 0:
+            return EmptyState()
+        return SgdState(_tree.zeros_like_tree(params), _tree.zero_counts(params))
 
     def direction(grad: torch.Tensor, param: Optional[torch.Tensor]) -> torch.Tensor:
         if weight_decay == 0 or param is None:  # params are required when weight_decay != 0
@@ -77,26 +80,26 @@ def sgd(
     def step_with_momentum(grad, param, buffer, count):
         d = direction(grad, param)
         buffer = torch.add(buffer * momentum, d, alpha=1 - dampening)
-        if tracks_first_step:
+        if dampening != 0:
             buffer = torch.where(count == 0, d, buffer)
         step = torch.add(d, buffer, alpha=momentum) if nesterov else buffer
         return step * -lr, buffer
 
-    def update_fn(updates: Updates, state: SgdState, params: Optional[Params] = None):
-        _validate.check_state(api, state, SgdState)
+    def update_fn(updates: Updates, state: Any, params: Optional[Params] = None):
+        _validate.check_state(api, state, state_type)
         leaves, spec = _tree.checked_leaves(api, updates)
         param_leaves = _tree.param_leaves(api, spec, params, required=weight_decay != 0)
         if momentum == 0:
             steps = [None if g is None else direction(g, p) * -lr for g, p in zip(leaves, param_leaves)]
             return _tree.unflatten(spec, steps), state
         buffers = _tree.leaves_like(api, spec, state.momentum_buffer, "state")
-        counts = _tree.leaves_like(api, spec, state.count, "state") if tracks_first_step else [None] * len(leaves)
+        counts = _tree.leaves_like(api, spec, state.count, "state")
         steps, new_buffers = [], []
         for g, p, b, c in zip(leaves, param_leaves, buffers, counts):
             step, b = (None, b) if g is None else step_with_momentum(g, p, b, c)
             steps.append(step)
             new_buffers.append(b)
-        new_counts = _counts.advanced(api, state.count, updates) if tracks_first_step else None
+        new_counts = _tree.advanced_counts(api, state.count, updates)
         return _tree.unflatten(spec, steps), SgdState(_tree.unflatten(spec, new_buffers), new_counts)
 
     return GradientTransformation(init_fn, update_fn)

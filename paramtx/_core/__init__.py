@@ -1,0 +1,1 @@
+"""The core layer: transform types and combinators, pytree plumbing, argument checks."""

@@ -1,0 +1,120 @@
+"""The lift for plain tensors: an op on every datum, pure or in place, any layout.
+
+A tensor is seen as the ``(N, D)`` matrix of its flattened data (the
+``param_ndim`` rule, :func:`paramtx.to_batch`). Ops use only reductions,
+sorts, gathers and scatters along the last dim, so one call on the matrix
+computes every datum at once: the row-batched path, which skips vmap's per-call
+overhead (it matters for models with many small tensors). The reference
+semantics is ``torch.func.vmap`` over the data; within :func:`vmap_reference`
+the lift takes that path instead, and the tests check that the two agree bit
+for bit.
+
+In place, the result is written into the tensor's own memory through its
+``(N, D)`` view. A tensor with no such view (channels-last, transposed) is
+computed from a contiguous copy and copied back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+from paramtx._lift import numerics
+from paramtx._lift.ops import DatumOp, NormOp, Op
+from paramtx._lift.param_ndim import rows_shape, rows_view
+
+_VMAP_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("paramtx_vmap_reference", default=False)
+
+
+@contextlib.contextmanager
+def vmap_reference() -> Iterator[None]:
+    """Within this block (in this thread or task), ops are lifted with ``torch.func.vmap``."""
+    token = _VMAP_REFERENCE.set(True)
+    try:
+        yield
+    finally:
+        _VMAP_REFERENCE.reset(token)
+
+
+def vmap_reference_active() -> bool:
+    """Whether :func:`vmap_reference` is in force (never while ``torch.compile`` traces:
+    dynamo cannot read a ``ContextVar``, and the reference is an eager-mode check)."""
+    return not torch.compiler.is_compiling() and _VMAP_REFERENCE.get()
+
+
+def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: torch.Tensor, **options: Any) -> torch.Tensor:
+    """``op`` on each datum of the same-shaped ``tensors``: a new tensor of the shape and dtype of ``tensors[0]``."""
+    x = tensors[0]
+    if isinstance(op, DatumOp) and op.elementwise:
+        return _elementwise(op, tensors, options, None)
+    n, d = rows_shape(api, x.shape, param_ndim)
+    if n * d == 0:  # no datum has an element: nothing to compute
+        return x.clone()
+    rows = [t.reshape(n, d) for t in tensors]
+    return _on_rows(op, rows, options, None).reshape(x.shape)
+
+
+def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *others: torch.Tensor, **options: Any) -> None:
+    """``op`` on each datum of ``target`` (and ``others``), written into ``target``."""
+    if isinstance(op, DatumOp) and op.elementwise:
+        _elementwise(op, (target, *others), options, target)
+        return
+    n, d = rows_shape(api, target.shape, param_ndim)
+    if n * d == 0:
+        return
+    view = rows_view(target, n, d)
+    if view is None:  # no (N, D) view of this layout: compute from a copy, write back
+        target.copy_(map_data(api, op, param_ndim, target, *others, **options))
+        return
+    _on_rows(op, [view, *(t.reshape(n, d) for t in others)], options, view)
+
+
+def _on_rows(op: Op, rows: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]) -> torch.Tensor:
+    if not vmap_reference_active():
+        return evaluate(op, rows, options, out, -1, numerics.may_inspect(rows[0]))
+    result = torch.func.vmap(lambda *data: evaluate(op, data, options, None, -1, False))(*rows)
+    return result if out is None else out.copy_(result)
+
+
+def evaluate(
+    op: Op, data: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor], dims: numerics.Dims, inspect: bool
+) -> torch.Tensor:
+    """``op`` on ``data`` whose datum spans ``dims``, under the numerics policy, into ``out`` if given.
+
+    (Shared with the sharded lift, which passes DTensors and their datum dims.)
+    """
+    x = data[0]
+    if isinstance(op, NormOp):
+        norm = numerics.scaled_norm(x, op.order(**options), dims, inspect)
+        poison = norm.poison
+        result = op.finish(norm.y, norm.norm, norm.scale, **options)
+    else:
+        poison = None if inspect and numerics.all_finite(*data) else _sum(numerics.datum_poison(t, dims) for t in data)
+        result = op.compute(*data, **options)
+    value = result.materialize(out, x.dtype)
+    return value if poison is None else _poisoned(value, poison.to(x.dtype), out)
+
+
+def _elementwise(op: DatumOp, tensors: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]) -> torch.Tensor:
+    x = tensors[0]
+    poison = None
+    if not op.ieee and not (numerics.may_inspect(x) and numerics.all_finite(*tensors)):
+        poison = _sum(numerics.element_poison(t) for t in tensors)
+    value = op.compute(*tensors, **options).materialize(out, x.dtype)
+    return value if poison is None else _poisoned(value, poison.to(x.dtype), out)
+
+
+def _poisoned(value: torch.Tensor, poison: torch.Tensor, out: Optional[torch.Tensor]) -> torch.Tensor:
+    # A new tensor on the pure path: ``value`` may be an input itself (an op that keeps it).
+    return value + poison if out is None else out.add_(poison)
+
+
+def _sum(terms: Any) -> torch.Tensor:
+    total = None
+    for term in terms:
+        total = term if total is None else total + term
+    assert total is not None  # an op has at least one input
+    return total

@@ -1,0 +1,239 @@
+"""``perturbed``: turn a black-box solver into a differentiable function.
+
+Berthet Q., Blondel M., Teboul O., Cuturi M., Vert J.-P., Bach F., *Learning with
+Differentiable Perturbed Optimizers*, NeurIPS 2020.
+
+This module checks the options and shapes the call; the estimator itself is in
+:mod:`paramtx._perturbations.estimator`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, Optional, Union, cast, overload
+
+import torch
+
+from paramtx._core import validate as _validate
+from paramtx._perturbations.estimator import PerturbedMean, Spec
+from paramtx._perturbations.noise import NOISES
+
+STRATEGIES = ("auto", "jacobian", "recompute")
+
+@overload
+def perturbed(
+    func: Callable[..., torch.Tensor],
+    *,
+    num_samples: int = ...,
+    sigma: float = ...,
+    noise: str = ...,
+    batched: bool = ...,
+    device: Union[str, torch.device, None] = ...,
+    chunk_size: Optional[int] = ...,
+    seed: Optional[int] = ...,
+    generator: Optional[torch.Generator] = ...,
+    strategy: str = ...,
+) -> Callable[..., torch.Tensor]: ...
+
+
+@overload
+def perturbed(
+    func: None = None,
+    *,
+    num_samples: int = ...,
+    sigma: float = ...,
+    noise: str = ...,
+    batched: bool = ...,
+    device: Union[str, torch.device, None] = ...,
+    chunk_size: Optional[int] = ...,
+    seed: Optional[int] = ...,
+    generator: Optional[torch.Generator] = ...,
+    strategy: str = ...,
+) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]: ...
+
+
+def perturbed(
+    func: Optional[Callable[..., torch.Tensor]] = None,
+    *,
+    num_samples: int = 1000,
+    sigma: float = 0.05,
+    noise: str = "normal",
+    batched: bool = True,
+    device: Union[str, torch.device, None] = None,
+    chunk_size: Optional[int] = None,
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    strategy: str = "auto",
+) -> Any:
+    """Turn ``func`` into the differentiable ``θ ↦ E[func(θ + σZ)]``.
+
+    Usable as a function, ``perturbed(func, ...)``, and as a decorator, with
+    (``@perturbed(sigma=0.5)``) or without (``@perturbed``) arguments.
+
+    ``func`` is a black box: it is called without gradient tracking, on a batch
+    of perturbed inputs ``(M, D1, ..., Dk)``, and must return ``(M, ...)``, the
+    solution for each input (for the estimator to be the gradient of a convex
+    smoothing, the solution of a linear program over ``θ``, such as
+    ``argmax``, a ranking or a shortest path). With ``batched=True`` the
+    returned function maps ``(B, D1, ..., Dk)`` to ``(B, ...)``, per example;
+    with ``batched=False`` it maps one example ``(D1, ..., Dk)`` to ``(...)``.
+    The four signatures of the reference implementation are the cases where
+    ``(...)`` is ``(D1, ..., Dk)`` or ``()``; any other per-example output
+    shape works too. Extra positional and keyword arguments of the returned
+    function are passed to ``func`` unchanged: they are not differentiated, nor
+    batched by ``torch.func.vmap``.
+
+    Scope: per example. The noise has the shape of one example and is drawn
+    independently for every example and every sample.
+
+    Randomness: with ``seed``, every call draws the same noise, so the returned
+    function is deterministic (bit for bit, for a given device, ``chunk_size``
+    and torch version). With ``generator``, each call draws its seed from it.
+    With neither, each call draws its seed from torch's global RNG, so
+    ``torch.manual_seed`` makes a run reproducible. Under ``torch.func.vmap``
+    the vmapped copies share one draw (as ``randomness="same"`` would), which
+    makes ``vmap(f)(x)`` equal ``stack([f(xi) for xi in x])`` for a given seed.
+
+    Transforms: works under autograd and ``torch.func.grad``, ``vjp``,
+    ``vmap`` and ``jacrev``, nested in any order. Only first derivatives are
+    estimated; forward-mode AD (``jvp``, ``jacfwd``) is not supported.
+
+    Args:
+        func: the solver; ``None`` to get a decorator.
+        num_samples: how many perturbed inputs the means are taken over.
+        sigma: the scale ``σ`` of the perturbation.
+        noise: ``"normal"`` or ``"gumbel"``.
+        batched: whether inputs carry a leading batch dim (then they need rank >= 2).
+        device: where to draw the noise and call ``func`` (the input's device if
+            ``None``); results come back on the input's device.
+        chunk_size: how many samples to draw and solve at once; by default about
+            4 MiB of noise per chunk. Peak memory grows with it, not with
+            ``num_samples``.
+        seed: a fixed seed, ``0 <= seed < 2**64``.
+        generator: a ``torch.Generator`` to draw each call's seed from.
+        strategy: how backward gets the Jacobian estimate: ``"jacobian"``
+            (accumulated in forward), ``"recompute"`` (noise redrawn from the
+            saved seed in backward) or ``"auto"``.
+
+    Returns:
+        The perturbed function, or a decorator making one if ``func`` is ``None``.
+
+    Raises:
+        TypeError, ValueError: for an argument of the wrong type or value; the
+            returned function raises ``ValueError`` for a batched input of rank < 2.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> @ptx.perturbed(num_samples=10_000, sigma=0.5, noise="gumbel", seed=0)
+        ... def argmax(x):
+        ...     return torch.nn.functional.one_hot(x.argmax(-1), x.shape[-1]).float()
+        >>> theta = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0]], requires_grad=True)
+        >>> argmax(theta)                            # ≈ softmax(theta / 0.5)
+        tensor([[0.0050, 0.8151, 0.0123, 0.1657, 0.0019]], grad_fn=<SelectBackward0>)
+        >>> torch.softmax(theta / 0.5, -1)
+        tensor([[0.0055, 0.8152, 0.0122, 0.1646, 0.0025]], grad_fn=<SoftmaxBackward0>)
+        >>> argmax(theta)[0, 1].backward()         # a Monte-Carlo estimate of ...
+        >>> theta.grad
+        tensor([[-0.0126,  0.2816, -0.0647, -0.2947,  0.0038]])
+        >>> torch.func.grad(lambda t: torch.softmax(t / 0.5, -1)[0, 1])(theta.detach())  # ... this
+        tensor([[-0.0090,  0.3013, -0.0199, -0.2684, -0.0040]])
+    """
+    options: dict[str, Any] = dict(
+        num_samples=num_samples, sigma=sigma, noise=noise, batched=batched, device=device,
+        chunk_size=chunk_size, seed=seed, generator=generator, strategy=strategy,
+    )
+    spec, batched = make_spec("perturbed", func, **options)
+    if func is None:
+        return functools.partial(perturbed, **options)
+    return wrap(spec, batched)
+
+
+def make_spec(
+    api: str,
+    func: object,
+    *,
+    num_samples: object,
+    sigma: object,
+    noise: object,
+    batched: object,
+    device: object,
+    chunk_size: object,
+    seed: object,
+    generator: object,
+    strategy: object,
+) -> tuple[Spec, bool]:
+    """Check the options of :func:`perturbed` (errors start with ``api``)."""
+    num_samples = _validate.check_int(api, "num_samples", num_samples, low=1)
+    sigma = _validate.check_real(api, "sigma", sigma, low=0.0, low_inclusive=False)
+    if not math.isfinite(sigma):
+        raise ValueError(f"{api}: sigma must be finite, got {sigma!r}")
+    if not isinstance(noise, str):
+        raise TypeError(f"{api}: noise must be a str, got {noise!r} (type {type(noise).__name__})")
+    if noise not in NOISES:
+        raise ValueError(f"{api}: noise must be one of {NOISES}, got {noise!r}")
+    batched = _validate.check_bool(api, "batched", batched)
+    if chunk_size is not None:
+        chunk_size = _validate.check_int(api, "chunk_size", chunk_size, low=1)
+    seed = _check_seed(api, seed, generator)
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+        raise ValueError(f"{api}: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if device is not None:
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(f"{api}: device must be a str or torch.device, got {device!r}")
+        device = torch.device(device)
+    if func is not None and not callable(func):
+        raise TypeError(f"{api}: func must be callable, got {func!r}")
+    # Both checked above; func is None only for perturbed's decorator form, whose spec is unused.
+    func = cast(Callable[[torch.Tensor], torch.Tensor], func)
+    generator = cast(Optional[torch.Generator], generator)
+    spec = Spec(api, func, num_samples, sigma, noise, chunk_size, seed, generator, device, strategy)
+    return spec, batched
+
+
+def wrap(spec: Spec, batched: bool) -> Callable[..., torch.Tensor]:
+    """The perturbed version of ``spec.func`` for checked options ``spec``."""
+
+    @functools.wraps(spec.func)
+    def perturbed_func(theta: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        _check_input(spec.api, theta, batched)
+        call = spec._replace(func=functools.partial(_call_with, spec.func, args, kwargs))
+        # Internal layout (K, B, *event): K copies that share their noise
+        # (K > 1 only under vmap), B examples with independent noise.
+        theta3 = theta.unsqueeze(0) if batched else theta.reshape(1, 1, *theta.shape)
+        want_jacobian = torch.is_grad_enabled() and theta.requires_grad
+        mean, _, _ = PerturbedMean.apply(theta3, call, want_jacobian)
+        return mean[0] if batched else mean[0, 0]
+
+    return perturbed_func
+
+
+def _call_with(func: Callable[..., Any], args: tuple, kwargs: dict, x: torch.Tensor) -> Any:
+    return func(x, *args, **kwargs)
+
+
+def _check_seed(api: str, seed: object, generator: object) -> Optional[int]:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{api}: generator must be a torch.Generator, got {generator!r}")
+    if seed is None:
+        return None
+    if generator is not None:
+        raise ValueError(f"{api}: give seed or generator, not both, got seed={seed!r}")
+    seed = _validate.check_int(api, "seed", seed, low=0)
+    if seed >= 2**64:
+        raise ValueError(f"{api}: seed must satisfy seed < 2**64, got {seed!r}")
+    return seed
+
+
+def _check_input(api: str, theta: object, batched: bool) -> None:
+    if not isinstance(theta, torch.Tensor):
+        raise TypeError(f"{api}: the input must be a tensor, got {type(theta).__name__}")
+    if not theta.is_floating_point():
+        raise TypeError(f"{api}: the input must be a floating-point tensor, got dtype {theta.dtype}")
+    if batched and theta.dim() < 2:
+        raise ValueError(
+            f"{api}: a batched input must have rank >= 2 (batch, D1, ...), got shape "
+            f"{tuple(theta.shape)}; pass batched=False for a single example"
+        )
+
+

@@ -1,0 +1,71 @@
+"""``normalize``: divide each datum by its Lp norm."""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, stateless
+from paramtx._lift import lift
+from paramtx._lift.numerics import may_inspect, scaled_norm
+from paramtx._lift.ops import NormOp, Result, Scaled
+
+TINY = torch.finfo(torch.float32).tiny
+"""The default lower bound of a norm we divide by (rai-toolbox's ``div_by_zero_eps``)."""
+
+
+def _normalized(y: torch.Tensor, norm: torch.Tensor, scale: Union[torch.Tensor, float], *, p: float, eps: float) -> Result:
+    # y / max(||y||, eps * scale) = x / max(||x||, eps). The divisor never falls below
+    # the smallest normal number, so a zero datum stays zero even for eps = 0; the
+    # (scaled) norm of a nonzero datum never comes near it (see scaled_norm).
+    tiny = torch.finfo(norm.dtype).tiny
+    floor = max(eps * scale, tiny) if isinstance(scale, float) else (eps * scale).clamp(min=tiny)
+    return Scaled(y, norm.clamp(min=floor), divide=True)
+
+
+NORMALIZE = NormOp("normalize", order=lambda *, p, eps: p, finish=_normalized)
+"""``x / max(||x||_p, eps)`` per datum."""
+
+
+def normalize(p: float = 2, param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
+    r"""Divide each datum of each update by its Lp norm: :math:`u \to u / \max(\|u\|_p, \epsilon)`.
+
+    Scope: per datum (the ``param_ndim`` rule: :func:`paramtx.to_batch`). A zero
+    datum maps to zero, never to NaN. The norm is scale-safe (data of norm
+    1e-30 or 1e30 come out with unit norm) and accumulates half-precision data
+    in float32; a datum holding a NaN or an inf maps to NaNs.
+    Sharded tensors (DTensor, e.g. FSDP2): exact without gathering; the norm of
+    a datum split across ranks is all-reduced.
+
+    Args:
+        p: the norm's order, any real ``p >= 1`` or ``math.inf``.
+        param_ndim: which trailing dims form one datum (``-1``: all but the first).
+        eps: lower bound of the norm we divide by (rai-toolbox's ``div_by_zero_eps``).
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.normalize(p=2, param_ndim=-1)
+        >>> g = torch.tensor([[3.0, 4.0], [0.0, 0.0]])   # two data
+        >>> tx.update(g, tx.init(None))[0]
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+        >>> ptx.normalize(p=1, param_ndim=None).update(g, ptx.EmptyState())[0]
+        tensor([[0.4286, 0.5714],
+                [0.0000, 0.0000]])
+        >>> tx.update(torch.tensor([[3e-30, 4e-30]]), tx.init(None))[0]
+        tensor([[0.6000, 0.8000]])
+    """
+    p = _validate.check_p("normalize", p)
+    param_ndim = _validate.check_param_ndim("normalize", param_ndim)
+    eps = _validate.check_real("normalize", "eps", eps, low=0.0)
+    return stateless("normalize", lambda u: lift.map_data("normalize", NORMALIZE, param_ndim, u, p=p, eps=eps))
+
+
+def datum_norms(batch: torch.Tensor, p: float) -> torch.Tensor:
+    """The Lp norm of each datum of a ``(N, *datum)`` batch, shape ``(N,)``, scale-safe
+    (see :mod:`paramtx._lift.numerics`; half precision accumulates in float32)."""
+    rows = batch.reshape(batch.shape[0], -1)
+    norm = scaled_norm(rows, p, -1, inspect=may_inspect(rows))
+    return (norm.norm / norm.scale).squeeze(-1)

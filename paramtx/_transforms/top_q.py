@@ -1,0 +1,171 @@
+"""``top_q``: keep the largest-magnitude elements of each datum, zero the rest.
+
+Also the sparsifying transform shared with :func:`paramtx.lmo_l1q`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional, Union
+
+import torch
+
+from paramtx._core import tree as _tree
+from paramtx._core import validate as _validate
+from paramtx._core.base import GradientTransformation, Params, Updates
+from paramtx._lift import lift
+from paramtx._lift.ops import DatumOp, Dense, Op, Result, Scattered
+from paramtx._lift.param_ndim import datum_size
+from paramtx._transforms import sparsity
+
+
+class TopQState(NamedTuple):
+    """The position of a top-q transform's random stream: 0-d int64 tensors.
+
+    Attributes:
+        seed: the transform's seed.
+        count: how many updates have been made; step ``count`` draws its
+            sparsity levels from ``(seed, count)`` (see ``dq`` in
+            :func:`paramtx.top_q`), so a run resumed from a saved state draws
+            the same numbers.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> tx = ptx.top_q(q=0.5, dq=0.5, seed=7)
+        >>> state = tx.init(None)
+        >>> state
+        TopQState(seed=tensor(7), count=tensor(0))
+        >>> _, state = tx.update(torch.ones(2, 4), state)
+        >>> state
+        TopQState(seed=tensor(7), count=tensor(1))
+    """
+
+    seed: torch.Tensor
+    count: torch.Tensor  # type: ignore[assignment]  # shadows tuple.count, as optax's states do
+
+
+# Magnitudes (sign bit clear) order as their bit patterns read as integers do, NaN
+# above inf as in a float topk; an integer topk skips the NaN-aware float comparisons
+# and is ~10% faster on W1's rows (3072 values), ~45% on W2's (150528), on CPU.
+_SAME_WIDTH_INT = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+
+
+def top_indices(x: torch.Tensor, k: int, *, ordered: bool) -> torch.Tensor:
+    """The indices of the ``k`` largest magnitudes along the last dim (``0 < k <= D``);
+    largest first if ``ordered``, else in no particular order."""
+    magnitude = x.abs()
+    as_int = _SAME_WIDTH_INT.get(magnitude.dtype)
+    if as_int is not None:
+        magnitude = magnitude.view(as_int)
+    return torch.topk(magnitude, k, dim=-1, sorted=ordered).indices
+
+
+def first_of(k: int, keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The mask of the first ``keep`` of ``k`` ordered positions (``keep`` broadcasts over the data)."""
+    return torch.arange(k, device=like.device) < keep
+
+
+def _top_q(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int) -> Result:
+    d = x.shape[-1]
+    k = min(bound, d)
+    if k <= 0:
+        return Dense(torch.zeros_like(x))
+    static = isinstance(keep, int)
+    if static and k >= d:
+        return Dense(x)
+    # A drawn count is only known as a tensor: take the top ``bound`` in order, keep the first ``keep``.
+    index = top_indices(x, k, ordered=not static)
+    values = x.gather(-1, index)
+    if isinstance(keep, torch.Tensor):
+        values = torch.where(first_of(k, keep, x), values, 0)
+    return Scattered(x, index, values)
+
+
+TOP_Q = DatumOp("top_q", _top_q)
+"""The ``keep`` largest magnitudes of each datum (an int, or an int64 tensor at most
+the static ``bound``), the rest zeroed; ties broken arbitrarily, exactly ``keep`` kept."""
+
+
+def sparsifying_transform(
+    api: str,
+    op: Op,
+    *,
+    q: float,
+    dq: float,
+    param_ndim: Optional[int],
+    seed: int,
+    **options: Any,
+) -> GradientTransformation:
+    """A transform applying ``op`` per datum with ``keep = round((1 - q) * D)``,
+    and ``q`` drawn per leaf and step if ``dq > 0`` (see :mod:`paramtx._transforms.sparsity`)."""
+    q = _validate.check_real(api, "q", q, low=0.0, high=1.0)
+    dq = _validate.check_real(api, "dq", dq, low=0.0, high=1.0)
+    param_ndim = _validate.check_param_ndim(api, param_ndim)
+    seed = _validate.check_int(api, "seed", seed, low=0)
+    if seed >= 2**63:
+        raise ValueError(f"{api}: seed must satisfy seed < 2**63, got {seed!r}")
+
+    def init_fn(params: Params) -> TopQState:
+        device = _tree.first_device(params)
+        return TopQState(
+            seed=torch.tensor(seed, dtype=torch.int64, device=device),
+            count=torch.zeros((), dtype=torch.int64, device=device),
+        )
+
+    def update_fn(updates: Updates, state: TopQState, params: Optional[Params] = None):
+        del params
+        _validate.check_state(api, state, TopQState)
+        leaves, spec = _tree.checked_leaves(api, updates)
+        present = [i for i, leaf in enumerate(leaves) if leaf is not None]
+        drawn = sparsity.levels(q, dq, state.seed, state.count, len(present))
+        out = list(leaves)
+        for j, i in enumerate(present):
+            leaf = leaves[i]
+            level = None if drawn is None else drawn[j]
+            keep, bound = sparsity.kept(q, dq, level, datum_size(api, leaf.shape, param_ndim))
+            out[i] = lift.map_data(api, op, param_ndim, leaf, keep=keep, bound=bound, **options)
+        return _tree.unflatten(spec, out), TopQState(state.seed, state.count + 1)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def top_q(q: float, dq: float = 0.0, param_ndim: Optional[int] = -1, seed: int = 0) -> GradientTransformation:
+    """Keep the ``round((1 - q) * D)`` largest-magnitude elements of each datum, zero the rest.
+
+    Scope: per datum (``D`` = elements per datum; the ``param_ndim`` rule:
+    :func:`paramtx.to_batch`). Ties are broken arbitrarily but exactly
+    ``round((1 - q) * D)`` elements are kept (Python's ``round``). A datum
+    holding a NaN or an inf maps to NaNs.
+    Sharded tensors (DTensor, e.g. FSDP2): exact; a datum split across ranks is
+    gathered, computed whole and re-sharded.
+
+    Args:
+        q: the fraction of each datum to drop, in ``[0, 1]``: ``q=0.9`` keeps the top 10%.
+        dq: if positive, each step draws one ``q`` per update leaf uniformly
+            from ``[max(0, q - dq), min(1, q + dq)]``.
+        param_ndim: which trailing dims form one datum.
+        seed: seeds the ``dq`` draws, ``0 <= seed < 2**63``. The state holds
+            ``(seed, count)`` as tensors and each draw is a hash of them (traced
+            under ``torch.compile`` and ``torch.func``, the same on every
+            device): the same seed gives the same draws, and a restored state
+            continues the same sequence. The global RNG is never used.
+
+    Example:
+        >>> import torch, paramtx as ptx
+        >>> g = torch.tensor([[0.5, 1.0], [-2.5, 0.3]])
+        >>> tx = ptx.top_q(q=0.5, param_ndim=None)      # keep 2 of 4
+        >>> updates, state = tx.update(g, tx.init(None))
+        >>> updates
+        tensor([[ 0.0000,  1.0000],
+                [-2.5000,  0.0000]])
+        >>> state
+        TopQState(seed=tensor(0), count=tensor(1))
+        >>> ptx.top_q(q=0.5, param_ndim=1).update(g, state)[0]   # 1 of 2 per row
+        tensor([[ 0.0000,  1.0000],
+                [-2.5000,  0.0000]])
+    """
+    return sparsifying_transform("top_q", TOP_Q, q=q, dq=dq, param_ndim=param_ndim, seed=seed)
