@@ -22,6 +22,7 @@ training run in one process, unsharded, on the full batches.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import tempfile
 
@@ -128,6 +129,11 @@ def run_and_leave(rank: int) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+        # FSDP2's modules hold the group through reference cycles, which only the garbage
+        # collector frees. Left to the interpreter's exit, that frees the group while
+        # Python is shutting down: a gloo worker thread that then needs Python is killed,
+        # and std::terminate aborts the process. Free it now, while Python is whole.
+        gc.collect()
 
 
 def main() -> None:

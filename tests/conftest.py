@@ -1,7 +1,13 @@
-"""Shared test configuration: the hypothesis profile and common fixtures.
+"""Shared test configuration: the device, the hypothesis profile and common fixtures.
 
-Strategies and helpers live in ``ptx_testing.py``; the registry of every
-transform in ``transforms_registry.py``.
+Strategies and helpers live in ``ptx_testing.py``; the registries of every
+transform, op and shim in ``transforms_registry.py``, ``ops_registry.py`` and
+``shims_registry.py``.
+
+Every test runs on the device named by ``PARAMTX_TEST_DEVICE`` (default ``cpu``):
+on another device, it becomes torch's default device for each test, so tensors
+a test creates land there; random data is drawn on the CPU and moved (the same
+numbers on every device). The docstring examples run on the CPU, as they print.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import torch
 from hypothesis import HealthCheck, settings
 
 from paramtx._lift.dense import vmap_reference
+from ptx_testing import DEVICE
 
 # No deadline: timings on a shared 2-core machine are noisy. 30 examples per
 # property keeps the whole battery well under a minute and a half; CI can ask for
@@ -40,3 +47,15 @@ def lifting(request):
             yield request.param
     else:
         yield request.param
+
+
+@pytest.fixture(autouse=True)
+def _on_the_test_device():
+    if DEVICE.type == "cpu":  # torch's default already (and setting it would slow every op)
+        yield
+        return
+    torch.set_default_device(DEVICE)
+    try:
+        yield
+    finally:
+        torch.set_default_device(None)

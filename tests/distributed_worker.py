@@ -11,6 +11,7 @@ single-process computation.
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import subprocess
@@ -304,6 +305,10 @@ def main() -> None:
         dist.barrier()  # every rank done with the group before any tears gloo down
     finally:
         dist.destroy_process_group()
+        # Free what still holds the group (reference cycles of FSDP2's modules) while
+        # Python is whole, not at its exit, where a gloo thread needing Python aborts
+        # the process (see examples/distributed_training.py).
+        gc.collect()
     (out_dir / f"rank{rank}.json").write_text(json.dumps(findings))
 
 

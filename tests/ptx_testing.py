@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import optree
@@ -12,16 +13,26 @@ import paramtx as ptx
 
 NONE_IS_LEAF = {"none_is_leaf": True}
 
+DEVICE = torch.device(os.environ.get("PARAMTX_TEST_DEVICE", "cpu"))
+"""Where the tests run: ``PARAMTX_TEST_DEVICE`` (default ``cpu``), e.g. ``cuda``."""
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
 
 # ----------------------------------------------------------------------------- data
 
 
+def cpu_generator(seed: int) -> torch.Generator:
+    """A seeded CPU generator: draw with ``device="cpu"`` and move the result to ``DEVICE``."""
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
 def randn(shape: Sequence[int], dtype: torch.dtype = torch.float32, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
-    """Deterministic normal samples (drawn in float64, then cast, so every dtype sees the same numbers)."""
+    """Deterministic normal samples on ``DEVICE`` (drawn on the CPU in float64, then cast and
+    moved, so every dtype and device sees the same numbers)."""
     generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(tuple(shape), generator=generator, dtype=torch.float64) * scale).to(dtype)
+    x = torch.randn(tuple(shape), generator=generator, dtype=torch.float64, device="cpu") * scale
+    return x.to(device=DEVICE, dtype=dtype)
 
 
 # Leaves of every tree kind; the shapes hold data of 1, 2 and 3 dims and a scalar.

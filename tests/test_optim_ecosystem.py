@@ -13,6 +13,7 @@ import torch
 import paramtx.optim as pto
 from paramtx._lift.dense import vmap_reference
 from paramtx.optim.optimizer import REQUIRED
+from ptx_testing import DEVICE
 
 rai = pytest.importorskip("rai_toolbox.optim")
 
@@ -281,10 +282,10 @@ def test_parameters_without_gradients_are_skipped_but_still_projected():
 def test_row_batched_and_vmap_reference_paths_agree(make):
     def run():
         generator = torch.Generator().manual_seed(0)
-        x = torch.randn(8, 3, 4, 4, generator=generator).requires_grad_(True)
+        x = torch.randn(8, 3, 4, 4, generator=generator, device="cpu").to(DEVICE).requires_grad_(True)
         optimizer = make([x])
         for _ in range(3):
-            x.grad = torch.randn(8, 3, 4, 4, generator=generator)
+            x.grad = torch.randn(8, 3, 4, 4, generator=generator, device="cpu").to(DEVICE)
             optimizer.step()
         return x.detach()
 

@@ -9,12 +9,13 @@ import torch
 
 import paramtx as ptx
 import paramtx.optim as pto
+from ptx_testing import DEVICE
 
 
 def _problem(seed=0, shapes=((4, 3, 5), (6, 2))):
     generator = torch.Generator().manual_seed(seed)
-    start = [torch.randn(s, generator=generator) for s in shapes]
-    grads = [[torch.randn(s, generator=generator) for s in shapes] for _ in range(4)]
+    start = [torch.randn(s, generator=generator, device="cpu").to(DEVICE) for s in shapes]
+    grads = [[torch.randn(s, generator=generator, device="cpu").to(DEVICE) for s in shapes] for _ in range(4)]
     return start, grads
 
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import paramtx.optim as pto
+from ptx_testing import DEVICE
 
 rai = pytest.importorskip("rai_toolbox.optim")
 
@@ -162,9 +163,9 @@ def random_problem(seed: int, *, max_datum_ndim=None, with_param_ndim=True):
     tensors = []
     for shapes, _ in groups:
         for shape in shapes:
-            p0 = torch.randn(shape, generator=generator) * 0.5
-            a = torch.rand(shape, generator=generator) + 0.5
-            b = torch.randn(shape, generator=generator)
+            p0 = torch.randn(shape, generator=generator, device="cpu").to(DEVICE) * 0.5
+            a = torch.rand(shape, generator=generator, device="cpu").to(DEVICE) + 0.5
+            b = torch.randn(shape, generator=generator, device="cpu").to(DEVICE)
             tensors.append((p0, a, b))
     return rng, groups, tensors
 
@@ -250,8 +251,8 @@ def test_frank_wolfe_trajectory_matches_rai_toolbox(name, setting, seed):
 
 def test_l2_projection_step_is_within_float32_rounding_of_rai_toolbox():
     generator = torch.Generator().manual_seed(5)
-    start = torch.randn(64, 3, 8, 8, generator=generator) * 2.0  # every datum outside the ball
-    grad = torch.randn(64, 3, 8, 8, generator=generator)
+    start = torch.randn(64, 3, 8, 8, generator=generator, device="cpu").to(DEVICE) * 2.0  # every datum outside the ball
+    grad = torch.randn(64, 3, 8, 8, generator=generator, device="cpu").to(DEVICE)
     results = {}
     for name, lib in LIBS.items():
         x = start.clone().requires_grad_(True)
@@ -266,13 +267,13 @@ def test_l2_projection_step_is_within_float32_rounding_of_rai_toolbox():
 def test_added_param_group_repr_and_steps_match_rai_toolbox():
     runs, tensors = {}, None
     generator = torch.Generator().manual_seed(3)
-    start = [torch.randn(3, 4, generator=generator), torch.randn(2, 5, generator=generator)]
+    start = [torch.randn(3, 4, generator=generator, device="cpu").to(DEVICE), torch.randn(2, 5, generator=generator, device="cpu").to(DEVICE)]
     for name, lib in LIBS.items():
         p0, p1 = (t.clone().requires_grad_(True) for t in start)
         optimizer = lib.L1qNormedGradientOptim([p0], q=0.5, lr=0.1, momentum=0.5)
         optimizer.add_param_group({"params": [p1], "q": 0.2, "param_ndim": None, "lr": 0.3})
         runs[name] = (optimizer, [p0, p1])
-    tensors = [(t, torch.ones_like(t), torch.randn(t.shape, generator=generator)) for t in start]
+    tensors = [(t, torch.ones_like(t), torch.randn(t.shape, generator=generator, device="cpu").to(DEVICE)) for t in start]
     assert_same_trajectory(runs, tensors)
 
 
@@ -280,7 +281,7 @@ def test_l1_frank_wolfe_takes_the_argmax_over_multi_dim_data_where_rai_toolbox_f
     # DESIGN.md: rai-toolbox 0.2.1's L1FrankWolfe breaks for data with more than one
     # dim: IndexError for image-shaped perturbations with param_ndim=-1 ...
     x_rai = torch.zeros(4, 3, 5, 5, requires_grad=True)
-    x_rai.grad = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    x_rai.grad = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(0), device="cpu").to(DEVICE)
     with warnings.catch_warnings(), pytest.raises(IndexError):
         warnings.simplefilter("ignore")
         rai.L1FrankWolfe([x_rai], epsilon=1.0).step()

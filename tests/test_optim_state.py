@@ -18,6 +18,7 @@ import torch
 import paramtx as ptx
 import paramtx.optim as pto
 from paramtx.optim.misc import DQ_STREAM
+from ptx_testing import DEVICE
 
 
 def _gen(seed=0):
@@ -92,9 +93,9 @@ _SHAPES = [(4, 3, 5), (6, 2)]
 
 def _problem():
     generator = _gen(11)
-    start = [torch.randn(s, generator=generator) for s in _SHAPES]
-    slopes = [torch.rand(s, generator=generator) + 0.5 for s in _SHAPES]
-    offsets = [torch.randn(s, generator=generator) for s in _SHAPES]
+    start = [torch.randn(s, generator=generator, device="cpu").to(DEVICE) for s in _SHAPES]
+    slopes = [torch.rand(s, generator=generator, device="cpu").to(DEVICE) + 0.5 for s in _SHAPES]
+    offsets = [torch.randn(s, generator=generator, device="cpu").to(DEVICE) for s in _SHAPES]
     return start, slopes, offsets
 
 
@@ -173,7 +174,7 @@ def test_dq_draws_vary_and_the_same_generator_seed_repeats_them():
         optimizer = pto.TopQGradientOptimizer([x], q=0.5, dq=0.4, generator=_gen(seed), lr=0.0)
         counts = []
         for _ in range(8):
-            x.grad = torch.randn(1, 100, generator=_gen(7)) + 10.0  # no zeros
+            x.grad = torch.randn(1, 100, generator=_gen(7), device="cpu").to(DEVICE) + 10.0  # no zeros
             optimizer.step()
             counts.append(int((x.grad != 0).sum()))
         return counts

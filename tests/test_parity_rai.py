@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import rai_toolbox.optim as rai
+
+rai = pytest.importorskip("rai_toolbox.optim")
+
 
 import paramtx as ptx
 from paramtx._lift.param_ndim import batch_shape

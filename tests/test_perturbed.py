@@ -17,6 +17,7 @@ from torch.func import grad, jacrev, vmap
 
 import paramtx as ptx
 from paramtx._perturbations.argmax import one_hot_argmax
+from ptx_testing import DEVICE
 
 STRATEGIES = ["jacobian", "recompute"]
 THETA = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])
@@ -174,7 +175,7 @@ def test_full_reduce_output(batched):
 
 
 def test_multi_dim_examples_and_any_output_shape():
-    theta = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0))
+    theta = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0), device="cpu").to(DEVICE)
     soft = ptx.perturbed_argmax(theta, num_samples=200, seed=0)
     assert soft.shape == (3, 2, 4)
     assert torch.allclose(soft.sum((1, 2)), torch.ones(3))  # one-hot over the whole example
@@ -308,8 +309,8 @@ def test_output_used_twice_accumulates_both_gradients(strategy):
 
 def test_strategies_give_the_same_estimate_across_chunks():
     """Recompute redraws the forward's noise chunk by chunk: it must find the same draws."""
-    theta = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
-    w = torch.randn(3, 7, generator=torch.Generator().manual_seed(1))
+    theta = torch.randn(3, 7, generator=torch.Generator().manual_seed(0), device="cpu").to(DEVICE)
+    w = torch.randn(3, 7, generator=torch.Generator().manual_seed(1), device="cpu").to(DEVICE)
     grads = []
     for strategy in STRATEGIES:
         soft = ptx.perturbed(argmax, num_samples=1001, sigma=0.3, seed=5, chunk_size=64, strategy=strategy)
@@ -320,7 +321,7 @@ def test_strategies_give_the_same_estimate_across_chunks():
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_perturbed_argmax_fast_path_equals_the_dense_one_hot(strategy):
     """perturbed_argmax counts positions instead of summing one-hots: same draws, same numbers."""
-    theta = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0))
+    theta = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0), device="cpu").to(DEVICE)
     options = dict(num_samples=700, sigma=0.5, noise="gumbel", seed=9, chunk_size=128, strategy=strategy)
     dense = ptx.perturbed(one_hot_argmax, **options)
 
@@ -422,7 +423,7 @@ def test_global_rng_and_generator_make_runs_reproducible():
 
 @pytest.mark.parametrize("strategy", ["auto", "jacobian", "recompute"])
 def test_bytes_saved_for_backward_do_not_grow_with_num_samples(strategy):
-    theta = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    theta = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), device="cpu").to(DEVICE).requires_grad_(True)
 
     def saved_bytes(num_samples):
         total = 0

@@ -15,6 +15,7 @@ import torch
 
 import paramtx as ptx
 from paramtx._transforms.sparsity import kept_count
+from ptx_testing import DEVICE
 
 
 def close(actual, expected):
@@ -560,7 +561,7 @@ def test_apply_updates_keeps_the_parameter_dtype(param_dtype, update_dtype):
 def test_l1q_lmo_normalizes_kept_signs_exactly_as_sign_of_top_q_then_l1_normalize(dtype, q):
     # lmo_l1q normalizes the kept signs before scattering them; the L1 norm of
     # +-1s is an exact count in any summation order, so the shortcut must be bit-exact.
-    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(int(q * 64))).to(dtype)
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(int(q * 64)), device="cpu").to(DEVICE).to(dtype)
     x[1] = 0  # a zero datum
     x[2, :40] = 0  # fewer non-zeros than some keeps
     chained = ptx.chain(ptx.top_q(q), ptx.sign(), ptx.normalize(p=1, eps=1e-38))

@@ -73,7 +73,7 @@ def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *o
 
 
 def _on_rows(op: Op, rows: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]) -> torch.Tensor:
-    if not vmap_reference_active():
+    if torch.compiler.is_compiling() or not _VMAP_REFERENCE.get():  # (dynamo cannot read a ContextVar)
         return evaluate(op, rows, options, out, -1, numerics.may_inspect(rows[0]))
     result = torch.func.vmap(lambda *data: evaluate(op, data, options, None, -1, False))(*rows)
     return result if out is None else out.copy_(result)

@@ -43,12 +43,7 @@ def may_inspect(x: torch.Tensor) -> bool:
     Only for plain CPU tensors in eager mode: elsewhere a sync is expensive
     (CUDA), breaks a graph (``torch.compile``) or is impossible (``vmap``).
     """
-    return (
-        x.device.type == "cpu"
-        and not torch.compiler.is_compiling()
-        and not transforms_active()
-        and not is_dtensor(x)
-    )
+    return x.is_cpu and not torch.compiler.is_compiling() and not transforms_active() and not is_dtensor(x)
 
 
 def all_finite(*tensors: torch.Tensor) -> bool:
@@ -57,7 +52,7 @@ def all_finite(*tensors: torch.Tensor) -> bool:
     A sum is finite only if every term is: one cheap reduction per tensor. (A
     finite sum that overflows only sends the caller down its careful path.)
     """
-    return all(bool(torch.isfinite(t.sum())) for t in tensors)
+    return all(math.isfinite(t.sum().item()) for t in tensors)
 
 
 def datum_poison(x: torch.Tensor, dims: Dims) -> torch.Tensor:
@@ -91,13 +86,16 @@ class ScaledNorm:
         self.y, self.norm, self.scale, self.poison = y, norm, scale, poison
 
 
+# (smallest normal exponent, largest exponent, mantissa bits) of the accumulation dtypes
+_EXPONENTS = {torch.float32: (-126, 127, 23), torch.float64: (-1022, 1023, 52)}
+
+
 def _exponent_window(p: float, acc: torch.dtype) -> tuple[float, float]:
     """Exponents ``e`` of the largest magnitude ``m = 2**e`` for which ``||x||_p`` is
-    safe unscaled: ``m**p`` stays a normal number with room for ``nmant`` more
+    safe unscaled: ``m**p`` stays a normal number with room for the mantissa's
     bits below it, and ``D * m**p`` does not overflow for ``D <= 2**40``."""
-    info = torch.finfo(acc)
-    emin, emax, mantissa = math.log2(info.tiny), math.log2(info.max), -math.log2(info.eps)
-    return math.ceil((emin + mantissa + 1) / p), math.floor((emax - _SUM_HEADROOM_BITS) / p) - 1
+    emin, emax, mantissa = _EXPONENTS[acc]
+    return math.ceil((emin + mantissa + 1) / p), math.floor((emax - _SUM_HEADROOM_BITS) / p)
 
 
 def scaled_norm(x: torch.Tensor, p: float, dims: Dims, inspect: bool) -> ScaledNorm:
@@ -111,7 +109,7 @@ def scaled_norm(x: torch.Tensor, p: float, dims: Dims, inspect: bool) -> ScaledN
     acc = accumulation_dtype(x.dtype)
     if p == math.inf:  # the largest magnitude: exact in any range
         norm = torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True, dtype=acc)
-        finite = inspect and bool(torch.isfinite(norm).all())
+        finite = inspect and math.isfinite(norm.max().item())
         return ScaledNorm(x, norm, 1.0, None if finite else norm * 0)
     low, high = _exponent_window(p, acc)
     norm = None
@@ -122,10 +120,10 @@ def scaled_norm(x: torch.Tensor, p: float, dims: Dims, inspect: bool) -> ScaledN
     largest = torch.maximum(x.amax(dims, keepdim=True), -x.amin(dims, keepdim=True)).to(acc)
     poison = largest * 0
     exponent = torch.floor(torch.log2(largest))
-    info = torch.finfo(acc)
+    emin, emax, _ = _EXPONENTS[acc]
     # 2**-exponent must itself be a normal number: the clamp only binds for
     # subnormal data, which it still lifts far enough.
-    exponent = exponent.clamp(math.log2(info.tiny) + 1, math.log2(info.max) - 1)
+    exponent = exponent.clamp(-emax, -emin)
     unscaled = (exponent >= low) & (exponent <= high) | ~torch.isfinite(largest) | (largest == 0)
     scale = torch.where(unscaled, 1.0, torch.exp2(-exponent))
     if inspect and norm is not None and bool(unscaled.all()):
@@ -144,5 +142,5 @@ def _trusted(norm: torch.Tensor, p: float, x: torch.Tensor, dims: Dims, low: flo
     data too small to square), falls outside and is re-examined.
     """
     size = x.numel() // max(1, norm.numel())
-    floor = size ** (1.0 / p) * 2.0**low
-    return bool(((norm >= floor) & (norm <= 2.0**high)).all())
+    smallest, largest = torch.aminmax(norm)  # one small kernel; NaN propagates into both
+    return smallest.item() >= size ** (1.0 / p) * 2.0**low and largest.item() <= 2.0**high

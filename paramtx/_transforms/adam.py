@@ -65,17 +65,29 @@ def adam(
             _tree.zero_counts(params), _tree.zeros_like_tree(params), _tree.zeros_like_tree(params)
         )
 
-    def leaf_step(grad, param, count, mu, nu):
+    def corrections(counts: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per leaf, ``(-lr / (1 - beta1**t), sqrt(1 - beta2**t))`` with ``t = count + 1``.
+
+        In float64, as torch.optim.Adam computes them in Python floats; one set of
+        small kernels for all the leaves of a device rather than one per leaf.
+        """
+        out: list = [None] * len(counts)
+        for device in {c.device for c in counts}:
+            where = [i for i, c in enumerate(counts) if c.device == device]
+            t = torch.stack([counts[i] for i in where]).to(torch.float64) + 1
+            negative_step = -lr / (1 - torch.pow(beta1, t))
+            correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t))
+            for i, a, b in zip(where, negative_step.unbind(), correction2_sqrt.unbind()):
+                out[i] = (a, b)
+        return out
+
+    def leaf_step(grad, param, mu, nu, negative_step, correction2_sqrt):
         d = grad if weight_decay == 0 else torch.add(grad, param, alpha=weight_decay)
         mu = torch.lerp(mu, d, 1 - beta1)
         nu = torch.addcmul(nu * beta2, d, d, value=1 - beta2)
-        # Bias corrections in float64, as torch.optim.Adam computes them in Python floats.
-        t = (count + 1).to(torch.float64)
-        step_size = lr / (1 - torch.pow(beta1, t))
-        correction2_sqrt = torch.sqrt(1 - torch.pow(beta2, t))
         denom = nu.sqrt() / correction2_sqrt + eps
         # A 0-d leaf would be promoted by the float64 0-d corrections: keep its dtype.
-        return ((mu / denom) * -step_size).to(mu.dtype), mu, nu
+        return ((mu / denom) * negative_step).to(mu.dtype), mu, nu
 
     def update_fn(updates: Updates, state: AdamState, params: Optional[Params] = None):
         _validate.check_state(api, state, AdamState)
@@ -84,9 +96,11 @@ def adam(
         counts, mus, nus = (
             _tree.leaves_like(api, spec, part, "state") for part in (state.count, state.mu, state.nu)
         )
+        present = [i for i, g in enumerate(leaves) if g is not None]
+        scales = dict(zip(present, corrections([counts[i] for i in present])))
         steps, new_mu, new_nu = [], [], []
-        for g, p, c, m, v in zip(leaves, param_leaves, counts, mus, nus):
-            step, m, v = (None, m, v) if g is None else leaf_step(g, p, c, m, v)
+        for i, (g, p, m, v) in enumerate(zip(leaves, param_leaves, mus, nus)):
+            step, m, v = (None, m, v) if g is None else leaf_step(g, p, m, v, *scales[i])
             steps.append(step)
             new_mu.append(m)
             new_nu.append(v)

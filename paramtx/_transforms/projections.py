@@ -55,7 +55,7 @@ def _into_l1_ball(x: torch.Tensor, *, epsilon: float) -> Result:
     ordered = torch.sort(magnitude, dim=-1, descending=True).values
     partial_sums = ordered.cumsum(dim=-1)
     rank = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=work)
-    support = ((partial_sums - rank * ordered) < epsilon).sum(dim=-1, keepdim=True)
+    support = ((partial_sums - rank * ordered) < epsilon).sum(dim=-1, keepdim=True).clamp(min=1)  # (0 for NaN data)
     kept_sum = partial_sums.gather(-1, support - 1)
     size = support.to(work)
     shrunk = ((size * magnitude - kept_sum + epsilon) / size).clamp(min=0)

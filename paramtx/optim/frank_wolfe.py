@@ -57,7 +57,7 @@ class FrankWolfe(Optimizer):
         lr: float = 2.0,
         lmo_scaling_factor: float = 1.0,
         use_default_lr_schedule: bool = True,
-        div_by_zero_eps: float = torch.finfo(torch.float32).tiny,
+        div_by_zero_eps: float = TINY,
     ) -> None:
         api = type(self).__name__
         self._eps = _validate.check_real(api, "div_by_zero_eps", div_by_zero_eps, low=0.0)
