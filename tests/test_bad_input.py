@@ -81,7 +81,7 @@ def test_nan_hyper_parameters_are_value_errors(api, call, argument):
         ("sgd", lambda: ptx.sgd(weight_decay=-1), ["weight_decay must satisfy 0 <= weight_decay", "got -1.0"]),
         ("adam", lambda: ptx.adam(betas=(1.0, 0.999)), ["betas[0] must satisfy 0 <= betas[0] < 1", "got 1.0"]),
         ("adam", lambda: ptx.adam(betas=(0.9, -0.1)), ["betas[1] must satisfy 0 <= betas[1] < 1", "got -0.1"]),
-        ("adam", lambda: ptx.adam(eps=-1e-8), ["eps must satisfy 0 <= eps", "got -1e-08"]),
+        ("adam", lambda: ptx.adam(eps=-1e-8), ["eps must satisfy 0 < eps", "got -1e-08"]),
         ("frank_wolfe", lambda: ptx.frank_wolfe(1.0, lr=-1.0), ["lr must satisfy 0 <= lr", "got -1.0"]),
         ("lmo_l1q", lambda: ptx.lmo_l1q(0.5, eps=-1.0), ["eps must satisfy 0 <= eps", "got -1.0"]),
     ],

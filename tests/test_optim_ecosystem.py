@@ -12,7 +12,6 @@ import torch
 
 import paramtx.optim as pto
 from paramtx._lift.dense import vmap_reference
-from paramtx.optim.optimizer import REQUIRED
 from ptx_testing import DEVICE
 
 rai = pytest.importorskip("rai_toolbox.optim")
@@ -27,11 +26,13 @@ def test_paramtx_optim_has_every_rai_toolbox_class():
 
 @pytest.mark.parametrize("name", RAI_CLASSES)
 def test_signature_has_rai_toolbox_parameters_kinds_and_defaults(name):
-    # rai-toolbox's "required" marker is torch.optim.SGD's lr default, 0.001 under
-    # torch >= 2 (see test_optim_validation); paramtx uses torch's `required` marker,
-    # which its documentation pages show as <required parameter>. Parameters paramtx
-    # adds (e.g. `compile`) must be keyword-only with a default, so that every call
-    # written for rai-toolbox binds the same way.
+    # Two deliberate differences. rai-toolbox's "required" marker is torch.optim.SGD's lr
+    # default, 0.001 under torch >= 2 (see test_optim_validation): paramtx's q and epsilon
+    # have no default, so that leaving them out is Python's (and hydra-zen's) ordinary
+    # missing-argument error. Its generator defaults to None, meaning torch's default
+    # generator (a Generator default cannot be written into a hydra-zen config).
+    # Parameters paramtx adds (e.g. `compile`) must be keyword-only with a default, so
+    # that every call written for rai-toolbox binds the same way.
     from rai_toolbox.optim.optimizer import REQUIRED as RAI_REQUIRED
 
     ours = inspect.signature(getattr(pto, name)).parameters
@@ -39,7 +40,11 @@ def test_signature_has_rai_toolbox_parameters_kinds_and_defaults(name):
     assert [key for key in ours if key in theirs] == list(theirs)
     for key, param in theirs.items():
         assert ours[key].kind == param.kind, key
-        expected = REQUIRED if param.default is RAI_REQUIRED and key in ("q", "epsilon") else param.default
+        expected = param.default
+        if param.default is RAI_REQUIRED and key in ("q", "epsilon"):
+            expected = inspect.Parameter.empty
+        if param.default is torch.default_generator:
+            expected = None
         assert ours[key].default is expected or ours[key].default == expected, key
     for key in set(ours) - set(theirs):
         assert ours[key].kind is inspect.Parameter.KEYWORD_ONLY and ours[key].default is not inspect.Parameter.empty, key

@@ -67,7 +67,9 @@ CLASSES = {
             partial(lib.TopQGradientOptimizer, q=0.4),
             partial(lib.ClampedGradientOptimizer, clamp_min=-0.5, clamp_max=0.5),
             lib.L2NormedGradientOptim,
-            partial(lib.ClampedParameterOptimizer, clamp_min=-1.0, clamp_max=0.9),
+            # the same bounds as the clamp above: chained optimizers share one set of settings
+            # (rai-toolbox silently keeps the first of two values; paramtx refuses two)
+            partial(lib.ClampedParameterOptimizer, clamp_min=-0.5, clamp_max=0.5),
             params=params,
             **inner,
         ),

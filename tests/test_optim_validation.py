@@ -31,11 +31,11 @@ CASES = [
     ("q None (stricter)", lambda: pto.TopQGradientOptimizer([_x()], q=None), TypeError, ["q", "None"]),
     ("q > 1 in a group", lambda: pto.TopQGradientOptimizer([{"params": [_x()], "q": 2}], q=0.5), ValueError, ["q", "2"]),
     ("dq > 1", lambda: pto.TopQGradientOptimizer([_x()], q=0.5, dq=1.5), ValueError, ["dq", "1.5"]),
-    ("q missing", lambda: pto.TopQGradientOptimizer([_x()]), ValueError, ["q"]),
+    ("q missing", lambda: pto.TopQGradientOptimizer([_x()]), TypeError, ["q"]),
     ("epsilon < 0", lambda: pto.L2ProjectedOptim([_x()], epsilon=-1.0), ValueError, ["epsilon", "-1.0"]),
     ("epsilon = 0 (stricter)", lambda: pto.LinfProjectedOptim([_x()], epsilon=0), ValueError, ["epsilon", "0"]),
     ("epsilon not a number", lambda: pto.L2ProjectedOptim([_x()], epsilon="1"), TypeError, ["epsilon", "'1'"]),
-    ("epsilon missing", lambda: pto.L2ProjectedOptim([_x()]), ValueError, ["epsilon"]),
+    ("epsilon missing", lambda: pto.L2ProjectedOptim([_x()]), TypeError, ["epsilon"]),
     ("epsilon <= 0 in a group", lambda: pto.L2ProjectedOptim([{"params": [_x()], "epsilon": 0.0}], epsilon=1.0), ValueError, ["epsilon", "0.0"]),
     ("FW epsilon = 0 (stricter)", lambda: pto.L1FrankWolfe([_x()], epsilon=0.0), ValueError, ["epsilon", "0.0"]),
     ("FW epsilon < 0 (stricter)", lambda: pto.L2FrankWolfe([_x()], epsilon=-2), ValueError, ["epsilon", "-2"]),
@@ -130,9 +130,10 @@ def test_frank_wolfe_add_param_group_checks_lr_against_the_schedule():
 
 
 def test_messages_start_with_the_class_name():
-    with pytest.raises(ValueError, match=r"^L2ProjectedOptim: epsilon must satisfy 0 < epsilon, got -1.0$"):
+    # ... then the group, the key and the value
+    with pytest.raises(ValueError, match=r"^L2ProjectedOptim \(parameter group 0\): epsilon must satisfy 0 < epsilon, got -1.0$"):
         pto.L2ProjectedOptim([_x()], epsilon=-1.0)
-    with pytest.raises(ValueError, match=r"^TopQGradientOptimizer: q must satisfy 0 <= q <= 1, got 1.5$"):
+    with pytest.raises(ValueError, match=r"^TopQGradientOptimizer \(parameter group 0\): q must satisfy 0 <= q <= 1, got 1.5$"):
         pto.TopQGradientOptimizer([_x()], q=1.5)
 
 
@@ -144,12 +145,12 @@ def test_epsilon_and_q_are_required_where_rai_toolbox_silently_uses_0_001():
     assert rai.TopQGradientOptimizer([_x()]).defaults["q"] == 0.001
     for cls, name in [(pto.L2ProjectedOptim, "epsilon"), (pto.LinfProjectedOptim, "epsilon"),
                       (pto.TopQGradientOptimizer, "q"), (pto.L1qNormedGradientOptim, "q")]:
-        assert str(inspect.signature(cls).parameters[name].default) == "<required parameter>"
-        with pytest.raises(ValueError, match=name):
+        assert inspect.signature(cls).parameters[name].default is inspect.Parameter.empty
+        with pytest.raises(TypeError, match=f"missing 1 required keyword-only argument: '{name}'"):
             cls([_x()])
-    # given per group instead, it is not needed as an argument
-    optimizer = pto.L2ProjectedOptim([{"params": [_x()], "epsilon": 0.5}])
-    assert optimizer.param_groups[0]["epsilon"] == 0.5
+    # the argument is every group's default; a group may override it
+    optimizer = pto.L2ProjectedOptim([{"params": [_x()], "epsilon": 0.5}, {"params": [_x()]}], epsilon=1.0)
+    assert [group["epsilon"] for group in optimizer.param_groups] == [0.5, 1.0]
 
 
 def test_a_scalar_parameter_is_one_datum_whatever_param_ndim():

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+import functools
+from typing import Any, Callable, NamedTuple, Optional, Protocol, TypeVar, cast
 
 import torch
 
@@ -59,6 +60,52 @@ class EmptyState(NamedTuple):
     """
 
 
+class _Built(GradientTransformation):
+    """A transform that remembers the factory call that built it.
+
+    Its functions are closures, which cannot be pickled; the call can, and
+    repeats its checks when it is replayed. So a built transform pickles (and
+    deep-copies) as that call, and prints as it.
+    """
+
+    _recipe: tuple
+
+    def __new__(cls, transform: GradientTransformation, recipe: tuple) -> "_Built":
+        built = super().__new__(cls, transform.init, transform.update)
+        built._recipe = recipe
+        return built
+
+    def __reduce__(self) -> tuple:
+        return (_rebuild, self._recipe)
+
+    def __repr__(self) -> str:
+        factory, args, kwargs = self._recipe
+        shown = [_shown(a) for a in args] + [f"{k}={_shown(v)}" for k, v in kwargs.items()]
+        return f"{factory.__name__}({', '.join(shown)})"
+
+
+def _shown(value: Any) -> str:
+    # a function by its name (projected's projection), anything else as it prints
+    return value.__name__ if callable(value) and hasattr(value, "__name__") else repr(value)
+
+
+def _rebuild(factory: Callable[..., GradientTransformation], args: tuple, kwargs: dict) -> GradientTransformation:
+    return factory(*args, **kwargs)
+
+
+F = TypeVar("F", bound=Callable[..., GradientTransformation])
+
+
+def rebuildable(factory: F) -> F:
+    """Decorate a public transform factory: what it builds pickles as the call that built it."""
+
+    @functools.wraps(factory)
+    def build(*args: Any, **kwargs: Any) -> GradientTransformation:
+        return _Built(factory(*args, **kwargs), (build, args, kwargs))
+
+    return cast(F, build)
+
+
 def stateless(api: str, leaf_fn: Callable[[torch.Tensor], torch.Tensor]) -> GradientTransformation:
     """A transform applying ``leaf_fn`` to every update leaf, with no state."""
 
@@ -73,6 +120,7 @@ def stateless(api: str, leaf_fn: Callable[[torch.Tensor], torch.Tensor]) -> Grad
     return GradientTransformation(init_fn, update_fn)
 
 
+@rebuildable
 def identity() -> GradientTransformation:
     """The transform that returns its updates unchanged.
 
@@ -94,6 +142,7 @@ def identity() -> GradientTransformation:
     return GradientTransformation(init_fn, update_fn)
 
 
+@rebuildable
 def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """Compose transforms left to right: ``chain(a, b)`` applies ``a``, then ``b``.
 

@@ -21,8 +21,13 @@ def check_real(
     high: Optional[float] = None,
     low_inclusive: bool = True,
     high_inclusive: bool = True,
+    finite: bool = True,
 ) -> float:
-    """Return ``value`` as a float after checking its type and its range."""
+    """Return ``value`` as a float after checking its type and its range.
+
+    Booleans are not numbers here; NaN is never accepted, and infinities only
+    where ``finite=False`` says they mean something (the order of a norm).
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{api}: {name} must be a real number, got {value!r} "
@@ -31,6 +36,8 @@ def check_real(
     value = float(value)
     if math.isnan(value):
         raise ValueError(f"{api}: {name} must not be NaN, got {value!r}")
+    if finite and math.isinf(value):
+        raise ValueError(f"{api}: {name} must be finite, got {value!r}")
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
@@ -91,7 +98,7 @@ def check_state(api: str, state: object, state_type: type) -> None:
 
 def check_p(api: str, value: object) -> float:
     """The order ``p >= 1`` of an Lp norm (``math.inf`` allowed)."""
-    p = check_real(api, "p", value)
+    p = check_real(api, "p", value, finite=False)
     if not p >= 1:
         raise ValueError(f"{api}: p must satisfy p >= 1 (or be math.inf), got {value!r}")
     return p

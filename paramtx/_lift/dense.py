@@ -53,8 +53,7 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: torch.Tensor
     n, d = rows_shape(api, x.shape, param_ndim)
     if n * d == 0:  # no datum has an element: nothing to compute
         return x.clone()
-    rows = [t.reshape(n, d) for t in tensors]
-    return _on_rows(op, rows, options, None).reshape(x.shape)
+    return _on_rows(op, [t.reshape(n, d) for t in tensors], options, None).reshape(x.shape)
 
 
 def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *others: torch.Tensor, **options: Any) -> None:
@@ -69,14 +68,14 @@ def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *o
     if view is None:  # no (N, D) view of this layout: compute from a copy, write back
         target.copy_(map_data(api, op, param_ndim, target, *others, **options))
         return
-    _on_rows(op, [view, *(t.reshape(n, d) for t in others)], options, view)
+    _on_rows(op, [view, *(t.reshape(n, d) for t in others)] if others else [view], options, view)
 
 
 def _on_rows(op: Op, rows: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]) -> torch.Tensor:
-    if torch.compiler.is_compiling() or not _VMAP_REFERENCE.get():  # (dynamo cannot read a ContextVar)
-        return evaluate(op, rows, options, out, -1, numerics.may_inspect(rows[0]))
-    result = torch.func.vmap(lambda *data: evaluate(op, data, options, None, -1, False))(*rows)
-    return result if out is None else out.copy_(result)
+    if not torch.compiler.is_compiling() and _VMAP_REFERENCE.get():  # (dynamo cannot read a ContextVar)
+        result = torch.func.vmap(lambda *data: evaluate(op, data, options, None, -1, False))(*rows)
+        return result if out is None else out.copy_(result)
+    return evaluate(op, rows, options, out, -1, numerics.may_inspect(rows[0]))
 
 
 def evaluate(
@@ -92,8 +91,10 @@ def evaluate(
         poison = norm.poison
         result = op.finish(norm.y, norm.norm, norm.scale, **options)
     else:
-        poison = None if inspect and numerics.all_finite(*data) else _sum(numerics.datum_poison(t, dims) for t in data)
-        result = op.compute(*data, **options)
+        result = op.compute(*data, **options)  # nothing written yet: the inputs are intact
+        # every non-finite value of a datum is in its witness, if the op gives one
+        evidence = [result.witness] if result.witness is not None and len(data) == 1 else data
+        poison = None if inspect and numerics.all_finite(*evidence) else _sum(numerics.datum_poison(t, dims) for t in evidence)
     value = result.materialize(out, x.dtype)
     return value if poison is None else _poisoned(value, poison.to(x.dtype), out)
 

@@ -12,8 +12,10 @@
 Both policies cost extra passes over the data only where they are needed: on
 the CPU, in eager mode, the lift first checks on the host (one small reduction
 and a sync) whether any datum needs them. Where a sync is unwanted or
-impossible (CUDA, ``torch.compile``, ``torch.func`` transforms, DTensors) the
-extra work is done unconditionally, with the same result.
+impossible (CUDA, ``torch.func`` transforms, DTensors) the extra work is done
+unconditionally, with the same result. Under ``torch.compile`` a norm of
+float32 or half-precision data is accumulated in float64, which is scale-safe in
+one fused pass (the result then differs from eager by rounding only).
 """
 
 from __future__ import annotations
@@ -86,6 +88,11 @@ class ScaledNorm:
         self.y, self.norm, self.scale, self.poison = y, norm, scale, poison
 
 
+# float64 holds every p-th power (p <= _WIDE_MAX_ORDER) of a finite float32, bfloat16 or
+# float16 value, and any sum of 2**40 of them, as a finite number (a subnormal, for p near 7).
+_WIDE = {torch.float16: torch.float64, torch.bfloat16: torch.float64, torch.float32: torch.float64}
+_WIDE_MAX_ORDER = 7.0
+
 # (smallest normal exponent, largest exponent, mantissa bits) of the accumulation dtypes
 _EXPONENTS = {torch.float32: (-126, 127, 23), torch.float64: (-1022, 1023, 52)}
 
@@ -107,6 +114,13 @@ def scaled_norm(x: torch.Tensor, p: float, dims: Dims, inspect: bool) -> ScaledN
     datum picks its scale.
     """
     acc = accumulation_dtype(x.dtype)
+    wide = _WIDE.get(x.dtype)
+    if wide is not None and p <= _WIDE_MAX_ORDER and torch.compiler.is_compiling():
+        # Compiled, the cast fuses into the reduction: a sum of p-th powers in a type
+        # whose range holds every p-th power of the data's is scale-safe in one pass,
+        # and non-finite only for non-finite data.
+        norm = torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True, dtype=wide)
+        return ScaledNorm(x, norm, 1.0, norm * 0)
     if p == math.inf:  # the largest magnitude: exact in any range
         norm = torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True, dtype=acc)
         finite = inspect and math.isfinite(norm.max().item())

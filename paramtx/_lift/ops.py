@@ -33,7 +33,15 @@ from paramtx._lift.dtensor import transforms_active
 
 
 class Result:
-    """The output of an op on some rows, not yet written anywhere."""
+    """The output of an op on some rows, not yet written anywhere.
+
+    ``witness``, where an op can give one for free, is a small tensor of some
+    elements of each datum among which is every NaN or inf the datum holds (e.g.
+    its largest magnitudes: non-finite values sort above all others). The lift
+    then checks it, not the whole input, for the numerics policy.
+    """
+
+    witness: Optional[torch.Tensor] = None
 
     def materialize(self, out: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         """A new tensor of ``dtype`` (``out=None``), or the result written into ``out``."""
@@ -62,6 +70,7 @@ class Scattered(Result):
     like: torch.Tensor
     index: torch.Tensor
     values: torch.Tensor
+    witness: Optional[torch.Tensor] = None
 
     def materialize(self, out: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         if out is not None:
@@ -106,6 +115,7 @@ class Dense(Result):
     """A result already computed in full (for ops whose maths needs whole rows at once)."""
 
     value: torch.Tensor
+    witness: Optional[torch.Tensor] = None
 
     def materialize(self, out: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
         if out is None:

@@ -8,7 +8,7 @@ import torch
 
 from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
-from paramtx._core.base import GradientTransformation, Params, Updates
+from paramtx._core.base import GradientTransformation, Params, Updates, rebuildable
 
 
 class AdamState(NamedTuple):
@@ -25,6 +25,7 @@ class AdamState(NamedTuple):
     nu: Any
 
 
+@rebuildable
 def adam(
     lr: float = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -57,7 +58,8 @@ def adam(
         raise TypeError(f"adam: betas must be a pair of floats, got {betas!r}")
     beta1 = _validate.check_real(api, "betas[0]", betas[0], low=0.0, high=1.0, high_inclusive=False)
     beta2 = _validate.check_real(api, "betas[1]", betas[1], low=0.0, high=1.0, high_inclusive=False)
-    eps = _validate.check_real(api, "eps", eps, low=0.0)
+    # (eps = 0 would turn a zero gradient into 0 / 0)
+    eps = _validate.check_real(api, "eps", eps, low=0.0, low_inclusive=False)
     weight_decay = _validate.check_real(api, "weight_decay", weight_decay, low=0.0)
 
     def init_fn(params: Params) -> AdamState:

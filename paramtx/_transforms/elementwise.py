@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from paramtx._core import validate as _validate
-from paramtx._core.base import GradientTransformation, stateless
+from paramtx._core.base import GradientTransformation, rebuildable, stateless
 from paramtx._lift import lift
 from paramtx._lift.ops import DatumOp, Mapped, Scaled
 
@@ -28,6 +28,7 @@ SIGN = DatumOp("sign", lambda x: Mapped(torch.sign, (x,)), elementwise=True)
 """``sign(x)`` (``0`` stays ``0``); NaN for a NaN or inf."""
 
 
+@rebuildable
 def scale(step_size: float) -> GradientTransformation:
     """Multiply every update by a constant: ``u -> step_size * u``.
 
@@ -46,6 +47,7 @@ def scale(step_size: float) -> GradientTransformation:
     return stateless("scale", lambda u: lift.map_data("scale", SCALE, None, u, factor=step_size))
 
 
+@rebuildable
 def add(bias: float) -> GradientTransformation:
     """Add a constant to every update: ``u -> u + bias`` (rai-toolbox's ``grad_bias``).
 
@@ -61,6 +63,7 @@ def add(bias: float) -> GradientTransformation:
     return stateless("add", lambda u: lift.map_data("add", ADD, None, u, bias=bias))
 
 
+@rebuildable
 def clamp(min: Optional[float] = None, max: Optional[float] = None) -> GradientTransformation:
     """Clamp every update into ``[min, max]``; either bound may be ``None``.
 
@@ -85,6 +88,7 @@ def clamp(min: Optional[float] = None, max: Optional[float] = None) -> GradientT
     return stateless("clamp", lambda u: lift.map_data("clamp", CLAMP, None, u, low=low, high=high))
 
 
+@rebuildable
 def sign() -> GradientTransformation:
     """Replace every update by its sign: ``u -> sign(u)`` (0 stays 0).
 

@@ -8,7 +8,7 @@ import torch
 
 from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
-from paramtx._core.base import GradientTransformation, Params, Updates
+from paramtx._core.base import GradientTransformation, Params, Updates, rebuildable
 from paramtx._lift import lift
 from paramtx._lift.ops import Combined, DatumOp, Result
 from paramtx._transforms.normalize import TINY
@@ -37,6 +37,8 @@ def frank_wolfe_rate(
     """
     if not use_default_lr_schedule:
         return lr
+    if lr == 0:  # no step, whatever eps is (lr / (lr + 0) would be 0 / 0 at the first step)
+        return torch.zeros((), dtype=torch.float64, device=count.device) if isinstance(count, torch.Tensor) else 0.0
     if isinstance(count, torch.Tensor):
         return lr / torch.clamp(count.to(torch.float64) + lr, min=eps)
     return lr / max(eps, lr + count)
@@ -52,6 +54,7 @@ FW_STEP = DatumOp("frank_wolfe", _step, elementwise=True, ieee=True)
 given its LMO direction ``s``."""
 
 
+@rebuildable
 def frank_wolfe(
     epsilon: float, lr: float = 2.0, use_default_lr_schedule: bool = True, eps: float = TINY
 ) -> GradientTransformation:

@@ -12,7 +12,7 @@ from typing import Optional, Union
 import torch
 
 from paramtx._core import validate as _validate
-from paramtx._core.base import GradientTransformation, stateless
+from paramtx._core.base import GradientTransformation, rebuildable, stateless
 from paramtx._lift import lift
 from paramtx._lift.numerics import accumulation_dtype
 from paramtx._lift.ops import DatumOp, Dense, Result, Scaled, Scattered
@@ -24,7 +24,8 @@ from paramtx._transforms.top_q import first_of, sparsifying_transform, top_indic
 def _l1_lmo(x: torch.Tensor) -> Result:
     # The first largest magnitude (row-major order) gets the sign of its element.
     index = x.abs().argmax(dim=-1, keepdim=True)
-    return Scattered(x, index, x.gather(-1, index).sign())
+    largest = x.gather(-1, index)  # argmax takes a NaN first, then an inf
+    return Scattered(x, index, largest.sign(), witness=largest)
 
 
 L1_LMO = DatumOp("lmo_l1", _l1_lmo)
@@ -48,16 +49,18 @@ def _l1q_lmo(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int, eps
         signs = x.sign()
         return Scaled(signs, _count(signs).clamp(min=eps), divide=True)
     index = top_indices(x, k, ordered=not static)
-    signs = x.gather(-1, index).sign()
+    largest = x.gather(-1, index)  # every NaN or inf of a datum is among its largest magnitudes
+    signs = largest.sign()
     if isinstance(keep, torch.Tensor):
         signs = torch.where(first_of(k, keep, x), signs, 0)
-    return Scattered(x, index, signs / _count(signs).clamp(min=eps))
+    return Scattered(x, index, signs / _count(signs).clamp(min=eps), witness=largest)
 
 
 L1Q_LMO = DatumOp("lmo_l1q", _l1q_lmo)
 """The L1-normalized sign of the ``keep`` largest magnitudes of each datum (see ``TOP_Q``)."""
 
 
+@rebuildable
 def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:
     """The L1-ball LMO: a one-hot sign at the largest-magnitude element of each datum.
 
@@ -79,6 +82,7 @@ def lmo_l1(param_ndim: Optional[int] = -1) -> GradientTransformation:
     return stateless("lmo_l1", lambda u: lift.map_data("lmo_l1", L1_LMO, param_ndim, u))
 
 
+@rebuildable
 def lmo_l1q(
     q: float,
     dq: float = 0.0,
@@ -105,6 +109,7 @@ def lmo_l1q(
     return sparsifying_transform("lmo_l1q", L1Q_LMO, q=q, dq=dq, param_ndim=param_ndim, seed=seed, eps=eps)
 
 
+@rebuildable
 def lmo_l2(param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
     """The L2-ball LMO, ``g / ||g||_2`` per datum: the same map as ``normalize(p=2)``.
 
@@ -120,6 +125,7 @@ def lmo_l2(param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransfo
     return normalize(p=2, param_ndim=param_ndim, eps=eps)
 
 
+@rebuildable
 def lmo_linf() -> GradientTransformation:
     """The L-infinity-ball LMO, ``sign(g)``: the same map as :func:`paramtx.sign`.
 

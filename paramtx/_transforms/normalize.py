@@ -7,7 +7,7 @@ from typing import Optional, Union
 import torch
 
 from paramtx._core import validate as _validate
-from paramtx._core.base import GradientTransformation, stateless
+from paramtx._core.base import GradientTransformation, rebuildable, stateless
 from paramtx._lift import lift
 from paramtx._lift.numerics import may_inspect, scaled_norm
 from paramtx._lift.ops import NormOp, Result, Scaled
@@ -20,15 +20,18 @@ def _normalized(y: torch.Tensor, norm: torch.Tensor, scale: Union[torch.Tensor, 
     # y / max(||y||, eps * scale) = x / max(||x||, eps). The divisor never falls below
     # the smallest normal number, so a zero datum stays zero even for eps = 0; the
     # (scaled) norm of a nonzero datum never comes near it (see scaled_norm).
-    tiny = torch.finfo(norm.dtype).tiny
+    tiny = _TINY[norm.dtype]
     floor = max(eps * scale, tiny) if isinstance(scale, float) else (eps * scale).clamp(min=tiny)
     return Scaled(y, norm.clamp(min=floor), divide=True)
 
+
+_TINY = {dtype: torch.finfo(dtype).tiny for dtype in (torch.float32, torch.float64)}  # of the accumulation dtypes
 
 NORMALIZE = NormOp("normalize", order=lambda *, p, eps: p, finish=_normalized)
 """``x / max(||x||_p, eps)`` per datum."""
 
 
+@rebuildable
 def normalize(p: float = 2, param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
     r"""Divide each datum of each update by its Lp norm: :math:`u \to u / \max(\|u\|_p, \epsilon)`.
 

@@ -13,7 +13,7 @@ import torch
 
 from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
-from paramtx._core.base import EmptyState, GradientTransformation, Params, Updates
+from paramtx._core.base import EmptyState, GradientTransformation, Params, Updates, rebuildable
 from paramtx._lift import lift
 from paramtx._lift.numerics import accumulation_dtype
 from paramtx._lift.ops import DatumOp, Dense, NormOp, Result, Scaled
@@ -46,9 +46,11 @@ def _into_l1_ball(x: torch.Tensor, *, epsilon: float) -> Result:
     ``max(0, |x| - theta)`` with ``theta = (u_1 + ... + u_rho - epsilon) / rho``,
     computed as ``(rho |x| - (u_1 + ... + u_rho) + epsilon) / rho``: exact for
     tied magnitudes and for ``rho = 1``, where ``|x| - theta`` would cancel.
-    Rounding can leave the point a hair outside the ball: a last rescale by
-    ``min(1, epsilon / ||.||_1)`` puts it in. A datum inside the ball is returned
-    unchanged.
+    Rounding can leave the point a hair outside the ball: a rescale by
+    ``min(1, epsilon / ||.||_1)`` puts it in, and the magnitudes are rounded to
+    the data's dtype towards zero, so that the point stays in even where that
+    dtype is coarse (half precision, subnormal numbers). A datum inside the ball
+    is returned unchanged.
     """
     work = _l1_working_dtype(x.dtype)
     magnitude = x.abs().to(work)
@@ -60,8 +62,11 @@ def _into_l1_ball(x: torch.Tensor, *, epsilon: float) -> Result:
     size = support.to(work)
     shrunk = ((size * magnitude - kept_sum + epsilon) / size).clamp(min=0)
     shrunk = shrunk * (epsilon / shrunk.sum(dim=-1, keepdim=True)).clamp(max=1.0)
-    projected = torch.copysign(shrunk, x).to(x.dtype)
-    return Dense(torch.where(partial_sums[..., -1:] <= epsilon, x, projected))
+    rounded = shrunk.to(x.dtype)
+    rounded = torch.where(rounded.to(work) > shrunk, torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
+    projected = torch.copysign(rounded, x)
+    # the largest magnitude comes first: NaN sorts above inf, inf above every number
+    return Dense(torch.where(partial_sums[..., -1:] <= epsilon, x, projected), witness=ordered[..., :1])
 
 
 L1_BALL = DatumOp("project_l1_ball", _into_l1_ball)
@@ -146,6 +151,7 @@ def project_box(params: Params, lower: float, upper: float) -> Params:
     return _tree.map_updates(api, lambda x: lift.map_data(api, CLAMP, None, x, low=lower, high=upper), params)
 
 
+@rebuildable
 def projected(projection: Callable[..., Params], **options: Any) -> GradientTransformation:
     """Turn a projection into a transform whose update is ``proj(p + u) - p``.
 

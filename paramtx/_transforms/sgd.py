@@ -8,7 +8,7 @@ import torch
 
 from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
-from paramtx._core.base import EmptyState, GradientTransformation, Params, Updates
+from paramtx._core.base import EmptyState, GradientTransformation, Params, Updates, rebuildable
 
 
 class SgdState(NamedTuple):
@@ -27,6 +27,7 @@ class SgdState(NamedTuple):
     count: Any
 
 
+@rebuildable
 def sgd(
     lr: float = 1e-3,
     momentum: float = 0.0,

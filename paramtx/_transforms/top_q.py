@@ -11,7 +11,7 @@ import torch
 
 from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
-from paramtx._core.base import GradientTransformation, Params, Updates
+from paramtx._core.base import GradientTransformation, Params, Updates, rebuildable
 from paramtx._lift import lift
 from paramtx._lift.ops import DatumOp, Dense, Op, Result, Scattered
 from paramtx._lift.param_ndim import datum_size
@@ -79,10 +79,9 @@ def _top_q(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int) -> Re
         return Dense(x)
     # A drawn count is only known as a tensor: take the top ``bound`` in order, keep the first ``keep``.
     index = top_indices(x, k, ordered=not static)
-    values = x.gather(-1, index)
-    if isinstance(keep, torch.Tensor):
-        values = torch.where(first_of(k, keep, x), values, 0)
-    return Scattered(x, index, values)
+    largest = x.gather(-1, index)  # every NaN or inf of a datum is among its largest magnitudes
+    values = torch.where(first_of(k, keep, x), largest, 0) if isinstance(keep, torch.Tensor) else largest
+    return Scattered(x, index, values, witness=largest)
 
 
 TOP_Q = DatumOp("top_q", _top_q)
@@ -133,6 +132,7 @@ def sparsifying_transform(
     return GradientTransformation(init_fn, update_fn)
 
 
+@rebuildable
 def top_q(q: float, dq: float = 0.0, param_ndim: Optional[int] = -1, seed: int = 0) -> GradientTransformation:
     """Keep the ``round((1 - q) * D)`` largest-magnitude elements of each datum, zero the rest.
 

@@ -20,12 +20,13 @@ from paramtx._transforms.frank_wolfe import FW_STEP, frank_wolfe_rate
 from paramtx._transforms.lmo import L1_LMO
 from paramtx._transforms.normalize import TINY
 from paramtx.optim.lp_space import L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
+from paramtx.optim.groups import CheckedGroups, check_parameters, setting
 from paramtx.optim.optimizer import OptimParams, ParamTransformingOptimizer
 
 __all__ = ["FrankWolfe", "L1FrankWolfe", "L1qFrankWolfe", "L2FrankWolfe", "LinfFrankWolfe"]
 
 
-class FrankWolfe(Optimizer):
+class FrankWolfe(CheckedGroups, Optimizer):
     r"""The Frank-Wolfe step, with the (already transformed) gradient as the LMO direction.
 
     For each parameter with a gradient ``s``:
@@ -59,31 +60,41 @@ class FrankWolfe(Optimizer):
         use_default_lr_schedule: bool = True,
         div_by_zero_eps: float = TINY,
     ) -> None:
-        api = type(self).__name__
+        api = self._api()
         self._eps = _validate.check_real(api, "div_by_zero_eps", div_by_zero_eps, low=0.0)
         self._use_default_lr_schedule = _validate.check_bool(api, "use_default_lr_schedule", use_default_lr_schedule)
         super().__init__(params, dict(lr=lr, lmo_scaling_factor=lmo_scaling_factor))
-        for group in self.param_groups:
-            self._check_param_group(group)
         self._constructed = True
+        self._check_groups(force=True)
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
-        api = type(self).__name__
+        where = self._where(group)
         high = None if self._use_default_lr_schedule else 1.0
-        _validate.check_real(api, "lr", group["lr"], low=0.0, high=high)
-        _validate.check_real(api, "lmo_scaling_factor", group["lmo_scaling_factor"])
+        _validate.check_real(where, "lr", setting(where, group, "lr"), low=0.0, high=high)
+        _validate.check_real(where, "lmo_scaling_factor", setting(where, group, "lmo_scaling_factor"))
+        check_parameters(where, group)
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)
         if getattr(self, "_constructed", False):
             try:
-                self._check_param_group(self.param_groups[-1])
+                self._check_groups()
             except Exception:
                 self.param_groups.pop()
                 raise
 
+    def __getstate__(self) -> Dict[str, Any]:
+        return self.__dict__.copy()  # its settings too, so that copies step as it does
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        if "_eps" in state:  # unpickling or copying
+            self.__dict__.update(state)
+        else:  # torch.optim's load_state_dict
+            super().__setstate__(state)
+
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        self._check_groups()  # (a scheduler may have moved lr out of range: nothing is written then)
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -96,16 +107,16 @@ class FrankWolfe(Optimizer):
                 state = self.state[param]
                 count = state.get("step", 0)
                 alpha = frank_wolfe_rate(lr, count, self._use_default_lr_schedule, self._eps)
-                lift.apply_(type(self).__name__, FW_STEP, None, param, param.grad, alpha=alpha, epsilon=scale)
+                lift.apply_(self._api(), FW_STEP, None, param, param.grad, alpha=alpha, epsilon=scale)
                 state["step"] = count + 1
         return loss
 
 
 def _check_radius(optimizer: ParamTransformingOptimizer, group: Dict[str, Any]) -> None:
     """The ball's radius (``epsilon``, the inner optimizer's ``lmo_scaling_factor``) is > 0."""
-    _validate.check_real(
-        type(optimizer).__name__, "epsilon (lmo_scaling_factor)", group["lmo_scaling_factor"], low=0.0, low_inclusive=False
-    )
+    where = optimizer._where(group)
+    radius = setting(where, group, "lmo_scaling_factor")
+    _validate.check_real(where, "epsilon (lmo_scaling_factor)", radius, low=0.0, low_inclusive=False)
 
 
 def _check_epsilon(api: str, epsilon: object) -> None:
@@ -146,7 +157,7 @@ class L1FrankWolfe(ParamTransformingOptimizer):
         div_by_zero_eps: float = TINY,
         compile: bool = False,
     ) -> None:
-        _check_epsilon(type(self).__name__, epsilon)
+        _check_epsilon(self._api(), epsilon)
         super().__init__(
             params,
             InnerOpt=FrankWolfe,
@@ -165,7 +176,7 @@ class L1FrankWolfe(ParamTransformingOptimizer):
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         if param.grad is None:
             return
-        lift.apply_(type(self).__name__, L1_LMO, -1, param.grad)
+        lift.apply_(self._api(), L1_LMO, -1, param.grad)
 
 
 class L1qFrankWolfe(L1qNormedGradientOptim):
@@ -198,10 +209,10 @@ class L1qFrankWolfe(L1qNormedGradientOptim):
         use_default_lr_schedule: bool = True,
         param_ndim: Union[int, None] = -1,
         div_by_zero_eps: float = TINY,
-        generator: torch.Generator = torch.default_generator,
+        generator: Optional[torch.Generator] = None,
         compile: bool = False,
     ) -> None:
-        _check_epsilon(type(self).__name__, epsilon)
+        _check_epsilon(self._api(), epsilon)
         super().__init__(
             params,
             InnerOpt=FrankWolfe,
@@ -246,7 +257,7 @@ class L2FrankWolfe(L2NormedGradientOptim):
         div_by_zero_eps: float = TINY,
         compile: bool = False,
     ) -> None:
-        _check_epsilon(type(self).__name__, epsilon)
+        _check_epsilon(self._api(), epsilon)
         super().__init__(
             params,
             InnerOpt=FrankWolfe,
@@ -288,7 +299,7 @@ class LinfFrankWolfe(SignedGradientOptim):
         div_by_zero_eps: float = TINY,
         compile: bool = False,
     ) -> None:
-        _check_epsilon(type(self).__name__, epsilon)
+        _check_epsilon(self._api(), epsilon)
         super().__init__(
             params,
             InnerOpt=FrankWolfe,

@@ -10,7 +10,17 @@ from torch.optim import Optimizer
 
 from paramtx._core import validate as _validate
 from paramtx._core.base import GradientTransformation, apply_updates
-from paramtx.optim.optimizer import OptimParams, add_checked_group, mirror_inner_optimizer, step_around, write_
+from paramtx._lift import lift
+from paramtx._transforms.elementwise import SCALE
+from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_parameters, serving
+from paramtx.optim.optimizer import (
+    OptimParams,
+    add_checked_group,
+    mirror_inner_optimizer,
+    shared_state,
+    step_around,
+    write_,
+)
 
 __all__ = ["GradientTransformationOptimizer"]
 
@@ -18,7 +28,7 @@ TX_STATE = "paramtx.tx_state"
 """The key in ``optimizer.state`` of the transform's state: one list of state leaves per parameter group."""
 
 
-class GradientTransformationOptimizer(Optimizer):
+class GradientTransformationOptimizer(CheckedGroups, Optimizer):
     """Run a :class:`paramtx.GradientTransformation` as a ``torch.optim.Optimizer``.
 
     Each parameter group is one pytree (the list of its parameters) for
@@ -92,12 +102,8 @@ class GradientTransformationOptimizer(Optimizer):
         compile: bool = False,
         **inner_opt_kwargs: Any,
     ) -> None:
-        api = type(self).__name__
-        if _validate.check_bool(api, "compile", compile):
-            # the transform pass and the projection pass become one torch.compile graph each
-            # (instance attributes shadowing the methods, on purpose)
-            self._apply_transform_ = torch.compile(self._apply_transform_)  # type: ignore[method-assign]
-            self._apply_projection_ = torch.compile(self._apply_projection_)  # type: ignore[method-assign]
+        api = self._api()
+        self._compile = _validate.check_bool(api, "compile", compile)
         if not isinstance(tx, GradientTransformation):
             raise TypeError(f"{api}: tx must be a paramtx.GradientTransformation, got {tx!r} (type {type(tx).__name__})")
         if projection is not None and not callable(projection):
@@ -113,10 +119,27 @@ class GradientTransformationOptimizer(Optimizer):
             if params is None:
                 raise TypeError(f"{api}: params must be given when InnerOpt is None, got params=None")
             self.inner_opt: Optional[Optimizer] = None
-            super().__init__(params, defaults)
+            defaults.setdefault("lr", 1.0)  # the step is lr * update: what LR schedulers drive
+            Optimizer.__init__(self, params, defaults)
         else:
-            self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
+            check_inner_settings(api, inner_opt_kwargs)  # before torch.optim sees them (it accepts lr=True)
+            with serving(api):
+                self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
         self._constructed = True
+        self._check_groups(force=True)
+        self._compile_passes()
+
+    def _compile_passes(self) -> None:
+        if self._compile:
+            # the transform pass and the projection pass become one torch.compile graph each
+            # (instance attributes shadowing the methods, on purpose; not pickled, rebuilt)
+            self._apply_transform_ = torch.compile(type(self)._apply_transform_.__get__(self))  # type: ignore[method-assign]
+            self._apply_projection_ = torch.compile(type(self)._apply_projection_.__get__(self))  # type: ignore[method-assign]
+
+    def _check_param_group(self, group: Dict[str, Any]) -> None:
+        where = self._where(group)
+        check_inner_settings(where, group)
+        check_parameters(where, group)
 
     # -- the transform's state, kept as plain leaves in self.state -------------------------
 
@@ -132,7 +155,7 @@ class GradientTransformationOptimizer(Optimizer):
                 return initial
         if len(leaves) != spec.num_leaves:
             raise ValueError(
-                f"{type(self).__name__}: the saved state of parameter group {index} has {len(leaves)} "
+                f"{self._api()} (parameter group {index}): the saved state has {len(leaves)} "
                 f"leaves but this transform's state has {spec.num_leaves}"
             )
         return optree.tree_unflatten(spec, leaves)
@@ -140,6 +163,35 @@ class GradientTransformationOptimizer(Optimizer):
     def _store_states(self, states: List[Any]) -> None:
         # a new list each time: load_state_dict adopts the saved one without copying it
         self.state[TX_STATE] = [optree.tree_leaves(state) for state in states]
+
+    def _after_load_(self) -> None:
+        """Check the loaded transform states against this transform's, and move each
+        leaf to the device of the state it stands for (``tx.init`` of the group's params)."""
+        stored = self.state.get(TX_STATE)
+        if stored is None:
+            return
+        api, loaded = self._api(), []
+        for index, group in enumerate(self.param_groups):
+            template, _ = optree.tree_flatten(self.tx.init(group["params"]))
+            leaves = stored[index] if index < len(stored) else None
+            if leaves is None:
+                raise ValueError(f"{api} (parameter group {index}): the state dict holds no transform state for it")
+            if len(leaves) != len(template):
+                raise ValueError(
+                    f"{api} (parameter group {index}): the saved transform state has {len(leaves)} leaves, "
+                    f"this transform's has {len(template)}: was it saved with another transform?"
+                )
+            for position, (leaf, want) in enumerate(zip(leaves, template)):
+                fits = isinstance(leaf, torch.Tensor) and leaf.shape == want.shape and leaf.dtype == want.dtype
+                if not fits:
+                    got = f"{leaf.dtype} {tuple(leaf.shape)}" if isinstance(leaf, torch.Tensor) else type(leaf).__name__
+                    raise ValueError(
+                        f"{api} (parameter group {index}): leaf {position} of the saved transform state is "
+                        f"{got}, where this transform keeps {want.dtype} {tuple(want.shape)}: was it saved "
+                        f"with another transform (or the same transforms in another order)?"
+                    )
+            loaded.append([leaf.to(want.device) for leaf, want in zip(leaves, template)])
+        self.state[TX_STATE] = loaded
 
     # -- the step -------------------------------------------------------------------------
 
@@ -153,6 +205,9 @@ class GradientTransformationOptimizer(Optimizer):
             updates, state = self.tx.update(grads, self._group_state(index, params), params)
             new_states.append(state)
             if self.inner_opt is None:
+                lr = group["lr"]
+                if lr != 1.0:
+                    updates = [None if u is None else lift.map_data(self._api(), SCALE, None, u, factor=lr) for u in updates]
                 updated = apply_updates(params, updates)
                 for param, new in zip(params, updated):
                     write_(param, new)
@@ -173,23 +228,52 @@ class GradientTransformationOptimizer(Optimizer):
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """Transform the gradients (and step with ``InnerOpt``, if any), then project."""
+        # settings a scheduler or a user changed: rejected before anything is written
+        self._check_groups()
+        if isinstance(self.inner_opt, CheckedGroups):
+            self.inner_opt._check_groups()
         return step_around(self.inner_opt, self._apply_transform_, self._apply_projection_, closure)
 
     # -- mirroring the inner optimizer ------------------------------------------------------
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
-        if getattr(self, "_constructed", False) and self.inner_opt is not None:
-            add_checked_group(self.inner_opt, param_group, lambda group: None)
+        if not getattr(self, "_constructed", False):
+            super().add_param_group(param_group)
+            return
+        if self.inner_opt is not None:
+            add_checked_group(self.inner_opt, param_group, self._check_param_group)
         else:
             super().add_param_group(param_group)
+            try:
+                self._check_param_group(self.param_groups[-1])
+            except Exception:
+                self.param_groups.pop()
+                raise
+        self._check_groups()
+
+    def state_dict(self) -> Dict[str, Any]:
+        """torch.optim's ``state_dict`` of the shared state and groups (this optimizer's hooks fire)."""
+        return Optimizer.state_dict(self)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        # Everything but the compiled passes (rebuilt): copies, pickles and torch.save
+        # give an optimizer that steps as this one.
+        state = self.__dict__.copy()
+        state.pop("_apply_transform_", None)
+        state.pop("_apply_projection_", None)
+        return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        if "tx" in state:  # unpickling or copying this optimizer
+            self.__dict__.update(state)
+            self._compile_passes()
+            return
         inner = self.__dict__.get("inner_opt")
-        if inner is None:
+        if inner is None:  # torch.optim's load_state_dict
             super().__setstate__(state)
         else:
             inner.__setstate__(state)
-            super().__setstate__(inner.__getstate__())
+            super().__setstate__(shared_state(inner))
 
     def __repr__(self) -> str:
         text = super().__repr__()

@@ -21,7 +21,6 @@ from paramtx._transforms.normalize import NORMALIZE, TINY, datum_norms
 from paramtx._transforms.projections import L2_BALL
 from paramtx.optim.misc import TopQGradientOptimizer, check_generator, kept_per_datum, start_dq_stream
 from paramtx.optim.optimizer import (
-    REQUIRED,
     ChainedParamTransformingOptimizer,
     InnerOptimizer,
     OptimParams,
@@ -61,7 +60,7 @@ class _LpNormOptimizer(ParamTransformingOptimizer):
         div_by_zero_eps: float = TINY,
         **kwargs: Any,
     ) -> None:
-        api = type(self).__name__
+        api = self._api()
         if not hasattr(self, "_p"):
             raise TypeError(f"{api}: a subclass of _LpNormOptimizer must set the class attribute _p")
         _validate.check_p(api, self._p)
@@ -89,7 +88,7 @@ class _LpNormOptimizer(ParamTransformingOptimizer):
         if param.grad is None:
             return
         p, eps = float(self._p), self.div_by_zero_eps  # (not self.p: torch.compile breaks its graph on it)
-        lift.apply_(type(self).__name__, NORMALIZE, -1, param.grad, p=p, eps=eps)
+        lift.apply_(self._api(), NORMALIZE, -1, param.grad, p=p, eps=eps)
 
 
 class SignedGradientOptim(ParamTransformingOptimizer):
@@ -133,7 +132,7 @@ class SignedGradientOptim(ParamTransformingOptimizer):
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         if param.grad is None:
             return
-        lift.apply_(type(self).__name__, SIGN, None, param.grad)
+        lift.apply_(self._api(), SIGN, None, param.grad)
 
 
 class L1NormedGradientOptim(_LpNormOptimizer):
@@ -202,7 +201,7 @@ class L2ProjectedOptim(L2NormedGradientOptim):
         params: OptimParams,
         InnerOpt: InnerOptimizer = SGD,
         *,
-        epsilon: float = REQUIRED,
+        epsilon: float,
         param_ndim: Union[int, None] = -1,
         grad_scale: float = 1.0,
         grad_bias: float = 0.0,
@@ -225,10 +224,10 @@ class L2ProjectedOptim(L2NormedGradientOptim):
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
-        check_epsilon(type(self).__name__, group)
+        check_epsilon(self._where(group), group)
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        lift.apply_(type(self).__name__, L2_BALL, -1, param, epsilon=optim_group["epsilon"])
+        lift.apply_(self._api(), L2_BALL, -1, param, epsilon=optim_group["epsilon"])
 
 
 class LinfProjectedOptim(SignedGradientOptim):
@@ -254,7 +253,7 @@ class LinfProjectedOptim(SignedGradientOptim):
         params: OptimParams,
         InnerOpt: InnerOptimizer = SGD,
         *,
-        epsilon: float = REQUIRED,
+        epsilon: float,
         param_ndim=None,
         grad_scale: float = 1.0,
         grad_bias: float = 0.0,
@@ -275,11 +274,11 @@ class LinfProjectedOptim(SignedGradientOptim):
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
-        check_epsilon(type(self).__name__, group)
+        check_epsilon(self._where(group), group)
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         epsilon = optim_group["epsilon"]
-        lift.apply_(type(self).__name__, CLAMP, None, param, low=-epsilon, high=epsilon)
+        lift.apply_(self._api(), CLAMP, None, param, low=-epsilon, high=epsilon)
 
 
 class L1qNormedGradientOptim(ChainedParamTransformingOptimizer):
@@ -308,17 +307,17 @@ class L1qNormedGradientOptim(ChainedParamTransformingOptimizer):
         params: OptimParams,
         InnerOpt: InnerOptimizer = SGD,
         *,
-        q: float = REQUIRED,
+        q: float,
         dq: float = 0.0,
         param_ndim: Union[int, None] = -1,
         grad_scale: float = 1.0,
         grad_bias: float = 0.0,
         defaults: Optional[Dict[str, Any]] = None,
         div_by_zero_eps: float = TINY,
-        generator: torch.Generator = torch.default_generator,
+        generator: Optional[torch.Generator] = None,
         **inner_opt_kwargs: Any,
     ) -> None:
-        api = type(self).__name__
+        api = self._api()
         self._generator = check_generator(api, generator)
         self.div_by_zero_eps = _validate.check_real(api, "div_by_zero_eps", div_by_zero_eps, low=0.0)
         super().__init__(
@@ -344,4 +343,4 @@ class L1qNormedGradientOptim(ChainedParamTransformingOptimizer):
             return
         keep, bound = kept_per_datum(self, optim_group, grad)
         eps = self.div_by_zero_eps
-        lift.apply_(type(self).__name__, L1Q_LMO, -1, grad, keep=keep, bound=bound, eps=eps)
+        lift.apply_(self._api(), L1Q_LMO, -1, grad, keep=keep, bound=bound, eps=eps)

@@ -17,8 +17,8 @@ from paramtx._lift import lift
 from paramtx._transforms import sparsity
 from paramtx._transforms.elementwise import CLAMP
 from paramtx._transforms.top_q import TOP_Q
+from paramtx.optim.groups import setting
 from paramtx.optim.optimizer import (
-    REQUIRED,
     InnerOptimizer,
     OptimParams,
     ParamTransformingOptimizer,
@@ -31,14 +31,16 @@ DQ_STREAM = "paramtx.dq_stream"
 """The key in ``optimizer.state`` of the ``dq`` stream's position: ``{"seed": tensor, "count": tensor}``."""
 
 
-def start_dq_stream(optimizer: ParamTransformingOptimizer, generator: torch.Generator) -> None:
-    """Seed the ``dq`` stream from ``generator`` unless it runs already or no group has ``dq > 0``.
+def start_dq_stream(optimizer: ParamTransformingOptimizer, generator: Optional[torch.Generator]) -> None:
+    """Seed the ``dq`` stream from ``generator`` (torch's default one if ``None``) unless it
+    runs already or no group has ``dq > 0``.
 
     Called by ``step()`` before the transforms run, so that a compiled transform
     pass always finds the stream (one graph, no recompile at the second step).
     """
     if DQ_STREAM in optimizer.state or not any(group["dq"] for group in optimizer.param_groups):
         return
+    generator = torch.default_generator if generator is None else generator
     seed = torch.randint(0, 2**62, (), generator=generator, device=generator.device)
     optimizer.state[DQ_STREAM] = {"seed": seed, "count": torch.zeros((), dtype=torch.int64, device=seed.device)}
 
@@ -62,10 +64,11 @@ def kept_per_datum(optimizer: ParamTransformingOptimizer, group: Dict[str, Any],
     return sparsity.kept(q, dq, level, math.prod(batch.shape[1:]))
 
 
-def check_generator(api: str, generator: object) -> torch.Generator:
-    if not isinstance(generator, torch.Generator):
+def check_generator(api: str, generator: object) -> Optional[torch.Generator]:
+    """``None`` (torch's default generator) or a ``torch.Generator``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
-            f"{api}: generator must be a torch.Generator, got {generator!r} (type {type(generator).__name__})"
+            f"{api}: generator must be a torch.Generator or None, got {generator!r} (type {type(generator).__name__})"
         )
     return generator
 
@@ -91,14 +94,14 @@ class _ClampedOptim(ParamTransformingOptimizer):
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
-        api = type(self).__name__
-        low = _validate.check_optional_real(api, "clamp_min", group["clamp_min"])
-        high = _validate.check_optional_real(api, "clamp_max", group["clamp_max"])
+        where = self._where(group)
+        low = _validate.check_optional_real(where, "clamp_min", setting(where, group, "clamp_min"))
+        high = _validate.check_optional_real(where, "clamp_max", setting(where, group, "clamp_max"))
         if low is None and high is None:
-            raise ValueError(f"{api}: clamp_min or clamp_max must be given, got clamp_min=None, clamp_max=None")
+            raise ValueError(f"{where}: clamp_min or clamp_max must be given, got clamp_min=None, clamp_max=None")
         if low is not None and high is not None and low > high:
             raise ValueError(
-                f"{api}: clamp_min must satisfy clamp_min <= clamp_max, got clamp_min={low!r}, clamp_max={high!r}"
+                f"{where}: clamp_min must satisfy clamp_min <= clamp_max, got clamp_min={low!r}, clamp_max={high!r}"
             )
 
 
@@ -124,7 +127,7 @@ class ClampedGradientOptimizer(_ClampedOptim):
         if param.grad is None:
             return
         low, high = optim_group["clamp_min"], optim_group["clamp_max"]
-        lift.apply_(type(self).__name__, CLAMP, None, param.grad, low=low, high=high)
+        lift.apply_(self._api(), CLAMP, None, param.grad, low=low, high=high)
 
 
 class ClampedParameterOptimizer(_ClampedOptim):
@@ -146,7 +149,7 @@ class ClampedParameterOptimizer(_ClampedOptim):
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         low, high = optim_group["clamp_min"], optim_group["clamp_max"]
-        lift.apply_(type(self).__name__, CLAMP, None, param, low=low, high=high)
+        lift.apply_(self._api(), CLAMP, None, param, low=low, high=high)
 
 
 class TopQGradientOptimizer(ParamTransformingOptimizer):
@@ -158,7 +161,8 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
 
     With ``dq > 0`` each parameter draws its own ``q`` at each step, uniformly
     from ``[max(0, q - dq), min(1, q + dq)]``. The draws come from a stream
-    seeded once from ``generator`` (at the first step); its position is kept in
+    seeded once from ``generator`` (torch's default generator if ``None``) at the
+    first step; its position is kept in
     ``optimizer.state`` so ``state_dict()`` / ``load_state_dict()`` resume the
     same draws.
 
@@ -179,14 +183,14 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
         params: OptimParams,
         InnerOpt: InnerOptimizer = SGD,
         *,
-        q: float = REQUIRED,
+        q: float,
         dq: float = 0.0,
         param_ndim: Union[int, None] = -1,
         defaults: Optional[Dict[str, Any]] = None,
-        generator: torch.Generator = torch.default_generator,
+        generator: Optional[torch.Generator] = None,
         **inner_opt_kwargs: Any,
     ) -> None:
-        self._generator = check_generator(type(self).__name__, generator)
+        self._generator = check_generator(self._api(), generator)
         defaults = {} if defaults is None else dict(defaults)
         defaults.setdefault("q", q)
         defaults.setdefault("dq", dq)
@@ -194,8 +198,8 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
-        check_real_in_groups(type(self).__name__, group, "q", low=0.0, high=1.0)
-        check_real_in_groups(type(self).__name__, group, "dq", low=0.0, high=1.0)
+        check_real_in_groups(self._where(group), group, "q", low=0.0, high=1.0)
+        check_real_in_groups(self._where(group), group, "dq", low=0.0, high=1.0)
 
     def _prepare_step_(self) -> None:
         start_dq_stream(self, self._generator)
@@ -205,4 +209,4 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
         if grad is None:
             return
         keep, bound = kept_per_datum(self, optim_group, grad)
-        lift.apply_(type(self).__name__, TOP_Q, -1, grad, keep=keep, bound=bound)
+        lift.apply_(self._api(), TOP_Q, -1, grad, keep=keep, bound=bound)

@@ -35,6 +35,7 @@ from paramtx._lift import lift
 from paramtx._lift.dtensor import same_memory
 from paramtx._lift.param_ndim import batch_shape, datum_ndim
 from paramtx._transforms.elementwise import ADD, SCALE
+from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_parameters, labelled, serving, setting
 
 __all__ = ["ParamTransformingOptimizer", "ChainedParamTransformingOptimizer"]
 
@@ -142,15 +143,15 @@ def step_around(
     return loss
 
 
-def check_real_in_groups(api: str, group: dict, name: str, **bounds: Any) -> None:
+def check_real_in_groups(where: str, group: dict, name: str, **bounds: Any) -> None:
     """``group[name]`` is a real number within ``bounds`` (see ``_validate.check_real``)."""
-    value = group[name]
+    value = setting(where, group, name)
     if value is REQUIRED:
-        raise ValueError(f"{api}: {name} is required: pass {name}=... or give every parameter group a {name!r}")
-    _validate.check_real(api, name, value, **bounds)
+        raise ValueError(f"{where}: {name} is required: pass {name}=... or give every parameter group a {name!r}")
+    _validate.check_real(where, name, value, **bounds)
 
 
-class ParamTransformingOptimizer(Optimizer):
+class ParamTransformingOptimizer(CheckedGroups, Optimizer):
     r"""An optimizer that transforms each gradient before, and each parameter after, ``InnerOpt.step()``.
 
     Subclasses override ``_pre_step_transform_(param, optim_group)`` (acts in
@@ -211,19 +212,27 @@ class ParamTransformingOptimizer(Optimizer):
         compile: bool = False,
         **inner_opt_kwargs: Any,
     ) -> None:
-        if _validate.check_bool(type(self).__name__, "compile", compile):
-            # each transform pass becomes one torch.compile graph; InnerOpt.step() stays torch.optim's
-            # (instance attributes shadowing the methods, on purpose)
-            self._apply_pre_step_transform_ = torch.compile(self._apply_pre_step_transform_)  # type: ignore[method-assign]
-            self._apply_post_step_transform_ = torch.compile(self._apply_post_step_transform_)  # type: ignore[method-assign]
+        api = self._api()
+        self._compile = _validate.check_bool(api, "compile", compile)
+        check_inner_settings(api, inner_opt_kwargs)  # before torch.optim sees them (it accepts lr=True)
         defaults = {} if defaults is None else dict(defaults)
         defaults.setdefault("param_ndim", param_ndim)
         defaults.setdefault("grad_scale", grad_scale)
         defaults.setdefault("grad_bias", grad_bias)
-        self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
-        for group in self.param_groups:
-            self._check_param_group(group)
+        with serving(api):  # an inner optimizer built here words its messages as this one
+            self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
+        if not isinstance(InnerOpt, Optimizer):
+            labelled(self.inner_opt, api)
         self._constructed = True
+        self._check_groups(force=True)
+        self._compile_passes()
+
+    def _compile_passes(self) -> None:
+        if self._compile:
+            # each transform pass becomes one torch.compile graph; InnerOpt.step() stays torch.optim's
+            # (instance attributes shadowing the methods, on purpose; not pickled, rebuilt)
+            self._apply_pre_step_transform_ = torch.compile(type(self)._apply_pre_step_transform_.__get__(self))  # type: ignore[method-assign]
+            self._apply_post_step_transform_ = torch.compile(type(self)._apply_post_step_transform_.__get__(self))  # type: ignore[method-assign]
 
     # -- the hooks subclasses override -------------------------------------------------
 
@@ -244,14 +253,19 @@ class ParamTransformingOptimizer(Optimizer):
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         """Raise ``TypeError``/``ValueError`` for a parameter group with invalid settings.
 
-        Subclasses extend it (calling ``super()``) for the settings they add.
+        Subclasses extend it (calling ``super()``) for the settings they add,
+        and start their messages with ``self._where(group)``. It runs wherever
+        settings enter: construction, ``add_param_group``, ``load_state_dict``,
+        and ``step()`` for a group whose settings changed (see :mod:`paramtx.optim.groups`).
         """
-        api = type(self).__name__
-        param_ndim = _validate.check_param_ndim(api, group["param_ndim"])
-        _validate.check_real(api, "grad_scale", group["grad_scale"])
-        _validate.check_real(api, "grad_bias", group["grad_bias"])
+        where = self._where(group)
+        param_ndim = _validate.check_param_ndim(where, setting(where, group, "param_ndim"))
+        _validate.check_real(where, "grad_scale", setting(where, group, "grad_scale"))
+        _validate.check_real(where, "grad_bias", setting(where, group, "grad_bias"))
+        check_inner_settings(where, group)
+        check_parameters(where, group)
         for param in group["params"]:
-            datum_ndim(api, param.shape, param_ndim)
+            datum_ndim(where, param.shape, param_ndim)
 
     def _transforms(self, hook: str) -> bool:
         """Whether ``hook`` (a hook's name) is overridden, i.e. does something."""
@@ -263,7 +277,7 @@ class ParamTransformingOptimizer(Optimizer):
     def _apply_pre_step_transform_(self) -> None:
         """Run ``_pre_step_transform_``, then ``grad_scale``/``grad_bias``, on every gradient."""
         transforms = self._transforms("_pre_step_transform_")
-        api = type(self).__name__
+        api = self._api()
         for group in self.param_groups:
             scale, bias = group["grad_scale"], group["grad_bias"]
             for param in group["params"]:
@@ -285,7 +299,7 @@ class ParamTransformingOptimizer(Optimizer):
         """Run ``_post_step_transform_`` on every parameter (called by ``step()``)."""
         if not self._transforms("_post_step_transform_"):
             return
-        api = type(self).__name__
+        api = self._api()
         for group in self.param_groups:
             for param in group["params"]:
                 batch = _HookBatch(api, param, group["param_ndim"])
@@ -313,6 +327,10 @@ class ParamTransformingOptimizer(Optimizer):
         With a ``closure``, the gradients it computes are transformed each time
         the inner optimizer calls it; its loss is returned.
         """
+        # settings a scheduler or a user changed: rejected before anything is written
+        self._check_groups()
+        if isinstance(self.inner_opt, CheckedGroups):
+            self.inner_opt._check_groups()
         self._prepare_step_()
         return step_around(self.inner_opt, self._apply_pre_step_transform_, self._apply_post_step_transform_, closure)
 
@@ -324,16 +342,28 @@ class ParamTransformingOptimizer(Optimizer):
             # during Optimizer.__init__: build this optimizer's own groups
             return super().add_param_group(param_group)
         add_checked_group(self.inner_opt, param_group, self._check_param_group)
+        self._check_groups()
 
     def state_dict(self) -> Dict[str, Any]:
-        return self.inner_opt.state_dict()
+        """torch.optim's ``state_dict`` of the shared state and groups (this optimizer's hooks fire)."""
+        return Optimizer.state_dict(self)
 
     def __getstate__(self) -> Dict[str, Any]:
-        return self.inner_opt.__getstate__()
+        # Everything but the compiled passes (rebuilt on unpickling), so that copy,
+        # deepcopy, pickle and torch.save give an optimizer that steps as this one.
+        state = self.__dict__.copy()
+        state.pop("_apply_pre_step_transform_", None)
+        state.pop("_apply_post_step_transform_", None)
+        return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        if "inner_opt" in state:  # unpickling or copying this optimizer
+            self.__dict__.update(state)
+            self._compile_passes()
+            return
+        # torch.optim's load_state_dict: new state and groups, shared with the inner optimizer
         self.inner_opt.__setstate__(state)
-        Optimizer.__setstate__(self, self.inner_opt.__getstate__())
+        Optimizer.__setstate__(self, shared_state(self.inner_opt))
 
     def _display_name(self) -> str:
         return type(self).__name__
@@ -377,8 +407,13 @@ def mirror_inner_optimizer(
         )
     inner.defaults.update(outer.defaults)
     setattr(outer, "inner_opt", inner)  # an attribute of both shims, not of Optimizer; read by __setstate__
-    outer.__setstate__(inner.__getstate__())
+    Optimizer.__setstate__(outer, shared_state(inner))
     return inner
+
+
+def shared_state(inner: Optimizer) -> Dict[str, Any]:
+    """What an outer optimizer shares with its inner one: its very ``defaults``, ``state`` and groups."""
+    return {"defaults": inner.defaults, "state": inner.state, "param_groups": inner.param_groups}
 
 
 def add_checked_group(inner: Optimizer, param_group: Dict[str, Any], check: Callable[[dict], None]) -> None:
@@ -457,9 +492,12 @@ class ChainedParamTransformingOptimizer(ParamTransformingOptimizer):
             defaults=defaults,
             **inner_opt_kwargs,
         )
-        self._chain = tuple(
-            member(params, InnerOpt=self.inner_opt, defaults=self.defaults) for member in transforming_optimizers
-        )
+        with serving(api):  # the members word their messages as this optimizer
+            self._chain = tuple(
+                labelled(member(params, InnerOpt=self.inner_opt, defaults=self.defaults), api)
+                for member in transforming_optimizers
+            )
+        _refuse_shadowed_settings(api, transforming_optimizers, self.defaults)
 
     def _prepare_step_(self) -> None:
         for member in self._chain:
@@ -484,11 +522,43 @@ class ChainedParamTransformingOptimizer(ParamTransformingOptimizer):
             member._check_param_group(group)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        if "inner_opt" in state:  # unpickling or copying this optimizer
+            super().__setstate__(state)
+            return
         self.inner_opt.__setstate__(state)
-        shared = self.inner_opt.__getstate__()
+        shared = shared_state(self.inner_opt)
         for member in self._chain:
             member.__setstate__(shared)
         Optimizer.__setstate__(self, shared)
 
     def _display_name(self) -> str:
         return " ○ ".join(type(member).__name__ for member in reversed(self._chain))
+
+
+def _refuse_shadowed_settings(api: str, members: tuple, settings: Dict[str, Any]) -> None:
+    """Chained optimizers share one set of group settings: two members giving one setting
+    different values would leave one of them silently unused."""
+    given: Dict[str, tuple[str, Any]] = {}
+    for member in members:
+        if not isinstance(member, functools.partial):
+            continue
+        name = member.func.__name__
+        for key, value in member.keywords.items():
+            if key not in settings:
+                continue  # an attribute of the member (div_by_zero_eps, generator), not a shared setting
+            if key in given and not _same(given[key][1], value):
+                other, first = given[key]
+                raise ValueError(
+                    f"{api}: {other} and {name} both set {key!r} ({first!r} and {value!r}), but chained "
+                    f"optimizers share one set of parameter-group settings, so one value would be lost; "
+                    f"give {key}=... once, to {api} or to one member (or per parameter group), or chain "
+                    f"optimizers that read different settings"
+                )
+            given.setdefault(key, (name, value))
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except (RuntimeError, TypeError):  # tensors, or values without a plain ==
+        return False
