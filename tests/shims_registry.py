@@ -122,6 +122,7 @@ SHIMS: list[ShimEntry] = [
             ps,
             ptx.chain(ptx.normalize(2, param_ndim=param_ndim), ptx.sgd(0.1, momentum=0.5)),
             projection=partial(ptx.project_l2_ball, epsilon=0.5, param_ndim=param_ndim),
+            defaults={"param_ndim": param_ndim},  # (read by in_set: the datum the projection sees)
             **kw,
         ),
         inner_kwargs=False,

@@ -202,6 +202,11 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     for index, (param, update) in enumerate(zip(param_leaves, leaves)):
         if update is None:
             continue
+        if param is None:
+            raise ValueError(
+                f"apply_updates: the update at {_tree.path_of(updates, index)} has no parameter "
+                f"(params has None there)"
+            )
         if not (isinstance(param, torch.Tensor) and param.is_floating_point()):
             # ``.to(param.dtype)`` would silently truncate an integer parameter: raise, naming the leaf
             _tree.check_leaf("apply_updates", "params", param, _tree.path_of(updates, index))

@@ -73,6 +73,26 @@ def checked_leaves(api: str, tree: Any, name: str = "updates") -> tuple[list[Any
     return leaves, spec
 
 
+def check_alike(
+    api: str, updates: Any, leaves: Sequence[Any], others: Sequence[Any], name: str, *, dtype: bool = False
+) -> None:
+    """Each of ``others`` (leaves of params or of a per-leaf state) has the shape of its
+    update leaf (and its dtype, if ``dtype``), where both are present; the message names
+    the leaf's path."""
+    for index, (update, other) in enumerate(zip(leaves, others)):
+        if update is None or other is None:
+            continue
+        if not isinstance(other, torch.Tensor):
+            raise TypeError(f"{api}: the {name} at {path_of(updates, index)} must be a tensor, got {type(other).__name__}")
+        if other.shape != update.shape or (dtype and other.dtype != update.dtype):
+            what = f"shape {tuple(other.shape)}" + (f" and dtype {other.dtype}" if dtype else "")
+            raise ValueError(
+                f"{api}: the {name} at {path_of(updates, index)} has {what}, its update "
+                f"shape {tuple(update.shape)}" + (f" and dtype {update.dtype}" if dtype else "")
+                + "; they must be equal"
+            )
+
+
 def map_updates(
     api: str,
     fn: Callable[..., torch.Tensor],
@@ -83,10 +103,13 @@ def map_updates(
     """``fn(update, *other_leaves)`` for every non-``None`` update leaf.
 
     ``others`` (params, per-leaf state) must share the structure of ``updates``;
-    ``names`` names them in error messages.
+    ``names`` names them in error messages. Params must have their updates' shapes.
     """
     leaves, spec = checked_leaves(api, updates)
     other_leaves = [leaves_like(api, spec, other, name) for other, name in zip(others, names)]
+    for other, name in zip(other_leaves, names):
+        if name == "params":
+            check_alike(api, updates, leaves, other, "parameter")
     out = [
         None if leaf is None else fn(leaf, *rest)
         for leaf, *rest in zip(leaves, *other_leaves)
@@ -103,21 +126,34 @@ def param_leaves(api: str, spec: optree.PyTreeSpec, params: Any, *, required: bo
     return leaves_like(api, spec, params, "params")
 
 
+def tensor_leaves(api: str, params: Any) -> tuple[list[Any], optree.PyTreeSpec]:
+    """The leaves of ``params`` for a transform's ``init``: tensors or ``None``, else a clear error."""
+    leaves, spec = flatten(params)
+    for index, leaf in enumerate(leaves):
+        if leaf is not None and not isinstance(leaf, torch.Tensor):
+            raise TypeError(
+                f"{api}: params must be a pytree (dict, list, tuple, ...) of tensors, got "
+                f"{type(leaf).__name__} at {path_of(params, index)}; pass e.g. "
+                f"dict(module.named_parameters()) or list(module.parameters())"
+            )
+    return leaves, spec
+
+
 def require_params(api: str, params: Any) -> Any:
     if params is None:
         raise ValueError(f"{api}: this transform needs params; call update(updates, state, params)")
     return params
 
 
-def zeros_like_tree(tree: Any) -> Any:
+def zeros_like_tree(api: str, tree: Any) -> Any:
     """A fresh zero tensor for every tensor leaf (``None`` stays ``None``)."""
-    leaves, spec = flatten(tree)
+    leaves, spec = tensor_leaves(api, tree)
     return unflatten(spec, [None if leaf is None else torch.zeros_like(leaf) for leaf in leaves])
 
 
-def zero_counts(params: Any) -> Any:
+def zero_counts(api: str, params: Any) -> Any:
     """A 0-d int64 step count of zero on each parameter's device (``None`` for ``None``)."""
-    leaves, spec = flatten(params)
+    leaves, spec = tensor_leaves(api, params)
     return unflatten(
         spec,
         [None if p is None else torch.zeros((), dtype=torch.int64, device=p.device) for p in leaves],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 from typing import Any, NamedTuple, Optional
 
 import torch
@@ -54,7 +55,8 @@ def adam(
     """
     api = "adam"
     lr = _validate.check_real(api, "lr", lr, low=0.0)
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+    # any sequence of two (a tuple, a list, a config's list)
+    if not isinstance(betas, collections.abc.Sequence) or isinstance(betas, str) or len(betas) != 2:
         raise TypeError(f"adam: betas must be a pair of floats, got {betas!r}")
     beta1 = _validate.check_real(api, "betas[0]", betas[0], low=0.0, high=1.0, high_inclusive=False)
     beta2 = _validate.check_real(api, "betas[1]", betas[1], low=0.0, high=1.0, high_inclusive=False)
@@ -64,7 +66,7 @@ def adam(
 
     def init_fn(params: Params) -> AdamState:
         return AdamState(
-            _tree.zero_counts(params), _tree.zeros_like_tree(params), _tree.zeros_like_tree(params)
+            _tree.zero_counts(api, params), _tree.zeros_like_tree(api, params), _tree.zeros_like_tree(api, params)
         )
 
     def corrections(counts: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -98,6 +100,9 @@ def adam(
         counts, mus, nus = (
             _tree.leaves_like(api, spec, part, "state") for part in (state.count, state.mu, state.nu)
         )
+        _tree.check_alike(api, updates, leaves, param_leaves, "parameter")
+        _tree.check_alike(api, updates, leaves, mus, "first moment", dtype=True)
+        _tree.check_alike(api, updates, leaves, nus, "second moment", dtype=True)
         present = [i for i, g in enumerate(leaves) if g is not None]
         scales = dict(zip(present, corrections([counts[i] for i in present])))
         steps, new_mu, new_nu = [], [], []

@@ -96,7 +96,7 @@ def frank_wolfe(
     eps = _validate.check_real("frank_wolfe", "eps", eps, low=0.0)
 
     def init_fn(params: Params) -> FrankWolfeState:
-        return FrankWolfeState(count=_tree.zero_counts(params))
+        return FrankWolfeState(count=_tree.zero_counts("frank_wolfe", params))
 
     def leaf_update(direction: torch.Tensor, param: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
         alpha = frank_wolfe_rate(lr, count, use_default_lr_schedule, eps)

@@ -71,7 +71,7 @@ def sgd(
     def init_fn(params: Params):
         if momentum == 0:
             return EmptyState()
-        return SgdState(_tree.zeros_like_tree(params), _tree.zero_counts(params))
+        return SgdState(_tree.zeros_like_tree(api, params), _tree.zero_counts(api, params))
 
     def direction(grad: torch.Tensor, param: Optional[torch.Tensor]) -> torch.Tensor:
         if weight_decay == 0 or param is None:  # params are required when weight_decay != 0
@@ -90,10 +90,12 @@ def sgd(
         _validate.check_state(api, state, state_type)
         leaves, spec = _tree.checked_leaves(api, updates)
         param_leaves = _tree.param_leaves(api, spec, params, required=weight_decay != 0)
+        _tree.check_alike(api, updates, leaves, param_leaves, "parameter")
         if momentum == 0:
             steps = [None if g is None else direction(g, p) * -lr for g, p in zip(leaves, param_leaves)]
             return _tree.unflatten(spec, steps), state
         buffers = _tree.leaves_like(api, spec, state.momentum_buffer, "state")
+        _tree.check_alike(api, updates, leaves, buffers, "momentum buffer", dtype=True)
         counts = _tree.leaves_like(api, spec, state.count, "state")
         steps, new_buffers = [], []
         for g, p, b, c in zip(leaves, param_leaves, buffers, counts):

@@ -109,7 +109,7 @@ def sparsifying_transform(
         raise ValueError(f"{api}: seed must satisfy seed < 2**63, got {seed!r}")
 
     def init_fn(params: Params) -> TopQState:
-        device = _tree.first_device(params)
+        device = _tree.first_device(_tree.tensor_leaves(api, params)[0])
         return TopQState(
             seed=torch.tensor(seed, dtype=torch.int64, device=device),
             count=torch.zeros((), dtype=torch.int64, device=device),

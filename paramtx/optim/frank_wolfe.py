@@ -84,7 +84,9 @@ class FrankWolfe(CheckedGroups, Optimizer):
                 raise
 
     def __getstate__(self) -> Dict[str, Any]:
-        return self.__dict__.copy()  # its settings too, so that copies step as it does
+        # its settings too, so that copies step as it does; not a step an LR scheduler
+        # wrapped (that wrapper would step this optimizer, not the copy)
+        return {key: value for key, value in self.__dict__.items() if not (callable(value) and hasattr(type(self), key))}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "_eps" in state:  # unpickling or copying

@@ -165,24 +165,31 @@ class GradientTransformationOptimizer(CheckedGroups, Optimizer):
         self.state[TX_STATE] = [optree.tree_leaves(state) for state in states]
 
     def _after_load_(self) -> None:
-        """Check the loaded transform states against this transform's, and move each
-        leaf to the device of the state it stands for (``tx.init`` of the group's params)."""
+        """Check the loaded transform states against this transform's, and put each leaf on
+        the device and in the dtype of the state it stands for (``tx.init`` of the group's params)."""
         stored = self.state.get(TX_STATE)
         if stored is None:
             return
-        api, loaded = self._api(), []
+        api = self._api()
+        loaded: List[Optional[List[torch.Tensor]]] = []
         for index, group in enumerate(self.param_groups):
-            template, _ = optree.tree_flatten(self.tx.init(group["params"]))
             leaves = stored[index] if index < len(stored) else None
-            if leaves is None:
-                raise ValueError(f"{api} (parameter group {index}): the state dict holds no transform state for it")
+            if leaves is None:  # a group that had not stepped yet: its state starts at its first step
+                loaded.append(None)
+                continue
+            template, _ = optree.tree_flatten(self.tx.init(group["params"]))
             if len(leaves) != len(template):
                 raise ValueError(
                     f"{api} (parameter group {index}): the saved transform state has {len(leaves)} leaves, "
                     f"this transform's has {len(template)}: was it saved with another transform?"
                 )
             for position, (leaf, want) in enumerate(zip(leaves, template)):
-                fits = isinstance(leaf, torch.Tensor) and leaf.shape == want.shape and leaf.dtype == want.dtype
+                # a float state may come back in another float dtype (params moved to double, say)
+                fits = (
+                    isinstance(leaf, torch.Tensor)
+                    and leaf.shape == want.shape
+                    and (leaf.dtype == want.dtype or (leaf.is_floating_point() and want.is_floating_point()))
+                )
                 if not fits:
                     got = f"{leaf.dtype} {tuple(leaf.shape)}" if isinstance(leaf, torch.Tensor) else type(leaf).__name__
                     raise ValueError(
@@ -190,7 +197,7 @@ class GradientTransformationOptimizer(CheckedGroups, Optimizer):
                         f"{got}, where this transform keeps {want.dtype} {tuple(want.shape)}: was it saved "
                         f"with another transform (or the same transforms in another order)?"
                     )
-            loaded.append([leaf.to(want.device) for leaf, want in zip(leaves, template)])
+            loaded.append([leaf.to(device=want.device, dtype=want.dtype) for leaf, want in zip(leaves, template)])
         self.state[TX_STATE] = loaded
 
     # -- the step -------------------------------------------------------------------------
@@ -259,8 +266,9 @@ class GradientTransformationOptimizer(CheckedGroups, Optimizer):
         # Everything but the compiled passes (rebuilt): copies, pickles and torch.save
         # give an optimizer that steps as this one.
         state = self.__dict__.copy()
-        state.pop("_apply_transform_", None)
-        state.pop("_apply_projection_", None)
+        # (and a step an LR scheduler wrapped: that wrapper would step this optimizer, not the copy)
+        for name in [key for key, value in state.items() if callable(value) and hasattr(type(self), key)]:
+            del state[name]
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:

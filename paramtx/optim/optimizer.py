@@ -352,8 +352,9 @@ class ParamTransformingOptimizer(CheckedGroups, Optimizer):
         # Everything but the compiled passes (rebuilt on unpickling), so that copy,
         # deepcopy, pickle and torch.save give an optimizer that steps as this one.
         state = self.__dict__.copy()
-        state.pop("_apply_pre_step_transform_", None)
-        state.pop("_apply_post_step_transform_", None)
+        # (and a step an LR scheduler wrapped: that wrapper would step this optimizer, not the copy)
+        for name in [key for key, value in state.items() if callable(value) and hasattr(type(self), key)]:
+            del state[name]
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
