@@ -94,7 +94,9 @@ def evaluate(
         result = op.compute(*data, **options)  # nothing written yet: the inputs are intact
         # every non-finite value of a datum is in its witness, if the op gives one
         evidence = [result.witness] if result.witness is not None and len(data) == 1 else data
-        poison = None if inspect and numerics.all_finite(*evidence) else _sum(numerics.datum_poison(t, dims) for t in evidence)
+        poison = None
+        if not (inspect and numerics.all_finite(*evidence)):
+            poison = _sum(numerics.datum_poison(t, dims) for t in evidence)
     value = result.materialize(out, x.dtype)
     return value if poison is None else _poisoned(value, poison.to(x.dtype), out)
 

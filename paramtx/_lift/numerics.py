@@ -120,7 +120,9 @@ def scaled_norm(x: torch.Tensor, p: float, dims: Dims, inspect: bool) -> ScaledN
         # whose range holds every p-th power of the data's is scale-safe in one pass,
         # and non-finite only for non-finite data.
         norm = torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True, dtype=wide)
-        return ScaledNorm(x, norm, 1.0, norm * 0)
+        # (the ops divide in the accumulation dtype: the norm of float32 data fits it but
+        # past 3e38, and float64 arithmetic over every element would cost a third more)
+        return ScaledNorm(x, norm.to(acc), 1.0, (norm * 0).to(acc))
     if p == math.inf:  # the largest magnitude: exact in any range
         norm = torch.linalg.vector_norm(x, ord=p, dim=dims, keepdim=True, dtype=acc)
         finite = inspect and math.isfinite(norm.max().item())

@@ -18,7 +18,7 @@ from paramtx._lift.numerics import accumulation_dtype
 from paramtx._lift.ops import DatumOp, Dense, Result, Scaled, Scattered
 from paramtx._transforms.elementwise import sign
 from paramtx._transforms.normalize import TINY, normalize
-from paramtx._transforms.top_q import first_of, sparsifying_transform, top_indices
+from paramtx._transforms.top_q import select_largest, sparsifying_transform
 
 
 def _l1_lmo(x: torch.Tensor) -> Result:
@@ -40,19 +40,14 @@ def _count(signs: torch.Tensor) -> torch.Tensor:
 def _l1q_lmo(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int, eps: float) -> Result:
     # normalize(sign(top_q(x)), p=1), with the signs normalized before they are
     # scattered: the norm and the division touch the kept entries, not the datum.
-    d = x.shape[-1]
-    k = min(bound, d)
+    k = min(bound, x.shape[-1])
     if k <= 0:
         return Dense(torch.zeros_like(x))
-    static = isinstance(keep, int)
-    if static and k >= d:
+    if isinstance(keep, int) and k >= x.shape[-1]:
         signs = x.sign()
         return Scaled(signs, _count(signs).clamp(min=eps), divide=True)
-    index = top_indices(x, k, ordered=not static)
-    largest = x.gather(-1, index)  # every NaN or inf of a datum is among its largest magnitudes
-    signs = largest.sign()
-    if isinstance(keep, torch.Tensor):
-        signs = torch.where(first_of(k, keep, x), signs, 0)
+    index, largest, kept = select_largest(x, k, keep)
+    signs = largest.sign() if kept is None else torch.where(kept, largest.sign(), 0)
     return Scattered(x, index, signs / _count(signs).clamp(min=eps), witness=largest)
 
 

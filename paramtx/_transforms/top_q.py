@@ -64,23 +64,25 @@ def top_indices(x: torch.Tensor, k: int, *, ordered: bool) -> torch.Tensor:
     return torch.topk(magnitude, k, dim=-1, sorted=ordered).indices
 
 
-def first_of(k: int, keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """The mask of the first ``keep`` of ``k`` ordered positions (``keep`` broadcasts over the data)."""
-    return torch.arange(k, device=like.device) < keep
+def select_largest(
+    x: torch.Tensor, k: int, keep: Union[int, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """``(index, largest, kept)``: where the ``k`` largest magnitudes of each datum are,
+    their values (every NaN or inf of a datum is among them), and, for a drawn ``keep``
+    (a tensor, at most ``k``), the mask of the first ``keep`` of them in order (else ``None``).
+    """
+    drawn = isinstance(keep, torch.Tensor)
+    index = top_indices(x, k, ordered=drawn)
+    kept = torch.arange(k, device=x.device) < keep if drawn else None
+    return index, x.gather(-1, index), kept
 
 
 def _top_q(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int) -> Result:
-    d = x.shape[-1]
-    k = min(bound, d)
-    if k <= 0:
-        return Dense(torch.zeros_like(x))
-    static = isinstance(keep, int)
-    if static and k >= d:
-        return Dense(x)
-    # A drawn count is only known as a tensor: take the top ``bound`` in order, keep the first ``keep``.
-    index = top_indices(x, k, ordered=not static)
-    largest = x.gather(-1, index)  # every NaN or inf of a datum is among its largest magnitudes
-    values = torch.where(first_of(k, keep, x), largest, 0) if isinstance(keep, torch.Tensor) else largest
+    k = min(bound, x.shape[-1])
+    if k <= 0 or (isinstance(keep, int) and k >= x.shape[-1]):  # nothing kept, or all
+        return Dense(torch.zeros_like(x) if k <= 0 else x)
+    index, largest, kept = select_largest(x, k, keep)
+    values = largest if kept is None else torch.where(kept, largest, 0)
     return Scattered(x, index, values, witness=largest)
 
 

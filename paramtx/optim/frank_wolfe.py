@@ -21,7 +21,7 @@ from paramtx._transforms.lmo import L1_LMO
 from paramtx._transforms.normalize import TINY
 from paramtx.optim.lp_space import L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
 from paramtx.optim.groups import CheckedGroups, check_parameters, setting
-from paramtx.optim.optimizer import OptimParams, ParamTransformingOptimizer
+from paramtx.optim.optimizer import OptimParams, ParamTransformingOptimizer, copyable_state
 
 __all__ = ["FrankWolfe", "L1FrankWolfe", "L1qFrankWolfe", "L2FrankWolfe", "LinfFrankWolfe"]
 
@@ -84,9 +84,7 @@ class FrankWolfe(CheckedGroups, Optimizer):
                 raise
 
     def __getstate__(self) -> Dict[str, Any]:
-        # its settings too, so that copies step as it does; not a step an LR scheduler
-        # wrapped (that wrapper would step this optimizer, not the copy)
-        return {key: value for key, value in self.__dict__.items() if not (callable(value) and hasattr(type(self), key))}
+        return copyable_state(self)  # its settings too, so that copies step as it does
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "_eps" in state:  # unpickling or copying

@@ -16,6 +16,7 @@ from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_para
 from paramtx.optim.optimizer import (
     OptimParams,
     add_checked_group,
+    copyable_state,
     mirror_inner_optimizer,
     shared_state,
     step_around,
@@ -263,13 +264,7 @@ class GradientTransformationOptimizer(CheckedGroups, Optimizer):
         return Optimizer.state_dict(self)
 
     def __getstate__(self) -> Dict[str, Any]:
-        # Everything but the compiled passes (rebuilt): copies, pickles and torch.save
-        # give an optimizer that steps as this one.
-        state = self.__dict__.copy()
-        # (and a step an LR scheduler wrapped: that wrapper would step this optimizer, not the copy)
-        for name in [key for key, value in state.items() if callable(value) and hasattr(type(self), key)]:
-            del state[name]
-        return state
+        return copyable_state(self)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "tx" in state:  # unpickling or copying this optimizer

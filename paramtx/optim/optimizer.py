@@ -349,13 +349,7 @@ class ParamTransformingOptimizer(CheckedGroups, Optimizer):
         return Optimizer.state_dict(self)
 
     def __getstate__(self) -> Dict[str, Any]:
-        # Everything but the compiled passes (rebuilt on unpickling), so that copy,
-        # deepcopy, pickle and torch.save give an optimizer that steps as this one.
-        state = self.__dict__.copy()
-        # (and a step an LR scheduler wrapped: that wrapper would step this optimizer, not the copy)
-        for name in [key for key, value in state.items() if callable(value) and hasattr(type(self), key)]:
-            del state[name]
-        return state
+        return copyable_state(self)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "inner_opt" in state:  # unpickling or copying this optimizer
@@ -410,6 +404,18 @@ def mirror_inner_optimizer(
     setattr(outer, "inner_opt", inner)  # an attribute of both shims, not of Optimizer; read by __setstate__
     Optimizer.__setstate__(outer, shared_state(inner))
     return inner
+
+
+def copyable_state(optimizer: Optimizer) -> Dict[str, Any]:
+    """What ``copy``, ``deepcopy``, ``pickle`` and ``torch.save`` keep of a shim: everything,
+    so that the copy steps as the original, but the methods its instance shadows, its
+    compiled passes (rebuilt when it is restored) and a ``step`` an LR scheduler wrapped
+    (that wrapper would step the original, not the copy)."""
+    return {
+        key: value
+        for key, value in optimizer.__dict__.items()
+        if not (callable(value) and hasattr(type(optimizer), key))
+    }
 
 
 def shared_state(inner: Optimizer) -> Dict[str, Any]:
