@@ -10,7 +10,9 @@ alternating order; each process times every case (the eager rows of
 reports its medians. The table gives, per case, the median over rounds of each
 version's median step time (ms), and the ratio baseline / this tree (above 1:
 this tree is faster). Rounds interleave the versions, so a load change on the
-machine hits both alike.
+machine hits both alike. ``--keep-freed-memory`` takes the page faults of fresh
+large tensors out of the figures: their cost varies with each process's heap
+history by a third or more, between two runs of the same code.
 """
 
 from __future__ import annotations
@@ -115,11 +117,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="processes per version (alternating)")
     parser.add_argument("--repeats", type=int, default=15, help="timed steps per case per process")
     parser.add_argument("--only", default="W1,W2,W3", help="workloads to run")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="tell glibc to keep freed memory (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_): "
+        "no page faults on fresh large tensors, whose cost otherwise varies with the heap's history",
+    )
     parser.add_argument("--child", nargs=3, metavar=("TREE", "REPEATS", "ONLY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2].split(","))
         return
+    environment = dict(os.environ)
+    if args.keep_freed_memory:
+        environment.update(MALLOC_MMAP_THRESHOLD_="1073741824", MALLOC_TRIM_THRESHOLD_="17179869184")
     with tempfile.TemporaryDirectory() as old_tree:
         _extract(args.baseline, old_tree)
         trees = {"baseline": old_tree, "this tree": str(ROOT)}
@@ -129,12 +140,13 @@ def main() -> None:
             for name in order:
                 result = subprocess.run(
                     [sys.executable, __file__, "--child", trees[name], str(args.repeats), args.only],
-                    check=True, capture_output=True, text=True, cwd=old_tree,
+                    check=True, capture_output=True, text=True, cwd=old_tree, env=environment,
                 )
                 runs[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
     import torch
 
-    print(f"# paramtx {args.baseline} (baseline) vs this tree, side by side")
+    print(f"# paramtx {args.baseline} (baseline) vs this tree, side by side"
+          + (" (glibc keeping freed memory)" if args.keep_freed_memory else ""))
     print(
         f"# torch {torch.__version__}, {platform.machine()}, {torch.get_num_threads()} threads; "
         f"{args.rounds} alternating processes per version, {args.repeats} steps each; medians (ms)"

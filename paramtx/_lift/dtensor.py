@@ -39,10 +39,14 @@ def same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
     return local_tensor(a).untyped_storage().data_ptr() == local_tensor(b).untyped_storage().data_ptr()
 
 
+# torch's own check (private, but stable since torch 2.0); where it is missing, assume a
+# transform may be active: that only forgoes the host-side shortcuts.
+_FUNCTORCH_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)
+
+
 def transforms_active() -> bool:
     """Whether a ``torch.func`` transform (vmap, grad, jvp, ...) is tracing: values cannot
     then be read on the host, and some in-place ops have no batching rule."""
     if torch.compiler.is_compiling():  # dynamo does not trace the check; compiled code never needs it
         return False
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return True if active is None else bool(active())
+    return bool(_FUNCTORCH_ACTIVE())

@@ -45,7 +45,8 @@ def may_inspect(x: torch.Tensor) -> bool:
     Only for plain CPU tensors in eager mode: elsewhere a sync is expensive
     (CUDA), breaks a graph (``torch.compile``) or is impossible (``vmap``).
     """
-    return x.is_cpu and not torch.compiler.is_compiling() and not transforms_active() and not is_dtensor(x)
+    # (transforms_active is False while compiling)
+    return x.is_cpu and not transforms_active() and not torch.compiler.is_compiling() and not is_dtensor(x)
 
 
 def all_finite(*tensors: torch.Tensor) -> bool:
@@ -76,8 +77,9 @@ class ScaledNorm:
     """A datum's scale-safe Lp norm: ``y = x * scale`` and ``norm = ||y||_p`` per datum.
 
     ``scale`` is a power of two per datum (a tensor), or the float ``1.0`` when
-    no datum needs scaling (then ``y`` is ``x`` itself). ``poison`` is
-    :func:`datum_poison` of ``x``, or ``None`` if every datum is known finite.
+    no datum needs scaling (then ``y`` is ``x`` itself). ``poison`` is, per datum,
+    0 if the datum is finite and NaN if not (as :func:`datum_poison`), or ``None``
+    if every datum is known finite.
     """
 
     __slots__ = ("y", "norm", "scale", "poison")
