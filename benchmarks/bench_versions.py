@@ -108,7 +108,8 @@ def _extract(ref: str, into: str) -> None:
         handle.write(archive)
         handle.seek(0)
         with tarfile.open(fileobj=handle) as tar:
-            tar.extractall(into, filter="data")
+            # (the "data" filter, where this Python has it: no links or paths out of the folder)
+            tar.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 
 
 def main() -> None:

@@ -110,13 +110,15 @@ def finding(case: str, got: torch.Tensor, want: torch.Tensor, **extra: Any) -> d
 
 def _dtensor_cases():
     """(shape, placement name, param_ndim) triples: Shard(0) for every param_ndim,
-    and every placement of a 1-D mesh for ``param_ndim=None``."""
+    every placement of a 1-D mesh for ``param_ndim=None``, and ``Partial`` for
+    ``param_ndim=0``."""
     shapes = [(5, 6), (4, 3, 2), (7,), (6, 2, 2, 3)]
     for shape in shapes:
         for param_ndim in (None, -1, 1):
             yield shape, "Shard(0)", param_ndim
         for name in [f"Shard({d})" for d in range(1, len(shape))] + ["Replicate", "Partial"]:
             yield shape, name, None
+        yield shape, "Partial", 0  # data of one element each, pending a sum
 
 
 def _distribute(x: torch.Tensor, mesh, name: str):
@@ -156,6 +158,7 @@ def scenario_dtensor(rank: int) -> list[dict]:
         findings.append(
             {
                 "case": f"route/{tag}",
+                "datum_dims": datum_dims,
                 "datum_split": placement == "Partial"
                 or (placement.startswith("Shard") and int(placement[6:-1]) >= len(shape) - datum_dims),
                 "routes": {

@@ -307,3 +307,19 @@ def test_a_state_from_another_chain_is_a_value_error_naming_the_state(make_other
     tx = make_other()
     with raises(ValueError, api, f"state must be the {expected}", f"got {got}"):
         tx.update(x, state, x)
+
+
+@pytest.mark.parametrize(
+    "api, tx",
+    [
+        ("sgd", lambda: ptx.sgd(0.1, weight_decay=0.1)),
+        ("adam", lambda: ptx.adam(0.1, weight_decay=0.1)),
+        ("frank_wolfe", lambda: ptx.frank_wolfe(0.1)),
+        ("projected", lambda: ptx.projected(ptx.project_l2_ball, epsilon=1.0)),
+    ],
+)
+def test_a_missing_parameter_that_the_update_needs_is_a_value_error_naming_the_leaf(api, tx):
+    tx = tx()
+    updates, params = {"w": X, "b": X}, {"w": X, "b": None}
+    with raises(ValueError, api, "leaf b", "None"):
+        tx.update(updates, tx.init(params), params)

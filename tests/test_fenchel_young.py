@@ -108,6 +108,8 @@ def test_no_gradient_flows_to_the_target():
          r"^fenchel_young_loss: func must return solutions of the shape of theta"),
         (lambda: ptx.fenchel_young_loss(THETA, Y, one_hot_argmax, reduction="avg"), ValueError,
          r"^fenchel_young_loss: reduction must be one of \('none', 'mean', 'sum'\), got 'avg'"),
+        (lambda: ptx.fenchel_young_loss(THETA, Y, one_hot_argmax, reduction=None), TypeError,
+         r"^fenchel_young_loss: reduction must be a str, got None"),
         (lambda: ptx.fenchel_young_loss(THETA, Y, one_hot_argmax, maximize=1), TypeError,
          r"^fenchel_young_loss: maximize must be a bool, got 1"),
         (lambda: ptx.fenchel_young_loss(THETA, Y, None), TypeError,

@@ -229,6 +229,8 @@ def test_batched_input_of_rank_below_two_raises():
         ({"seed": 0, "generator": torch.Generator()}, ValueError, r"^perturbed: give seed or generator, not both"),
         ({"generator": 0}, TypeError, r"^perturbed: generator must be a torch.Generator, got 0"),
         ({"strategy": "store"}, ValueError, r"^perturbed: strategy must be one of .*, got 'store'"),
+        ({"strategy": 1}, TypeError, r"^perturbed: strategy must be a str, got 1"),
+        ({"sigma": float("inf")}, ValueError, r"^perturbed: sigma must be finite, got inf"),
         ({"device": 0}, TypeError, r"^perturbed: device must be a str or torch.device, got 0"),
     ],
 )

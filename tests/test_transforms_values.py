@@ -569,3 +569,44 @@ def test_l1q_lmo_normalizes_kept_signs_exactly_as_sign_of_top_q_then_l1_normaliz
     expected, _ = chained.update(x, chained.init(None))
     fused = ptx.lmo_l1q(q, eps=1e-38)
     assert torch.equal(fused.update(x, fused.init(None))[0], expected)
+
+
+# ----------------------------------------------------------------------------- fresh outputs
+
+NO_OP_SETTINGS = [
+    ("scale(1)", lambda: ptx.scale(1.0)),
+    ("add(0)", lambda: ptx.add(0.0)),
+    ("clamp wide", lambda: ptx.clamp(min=-100.0, max=100.0)),
+    ("normalize eps huge", lambda: ptx.normalize(2, eps=1e3)),
+    ("top_q(0)", lambda: ptx.top_q(0.0)),
+    ("top_q(0) per element", lambda: ptx.top_q(0.0, param_ndim=0)),
+    ("top_q(1)", lambda: ptx.top_q(1.0)),
+    ("lmo_l1q(0)", lambda: ptx.lmo_l1q(q=0.0)),
+    ("lmo_l2", lambda: ptx.lmo_l2()),
+    ("sgd(0)", lambda: ptx.sgd(0.0)),
+    ("projected l2, inside", lambda: ptx.projected(ptx.project_l2_ball, epsilon=1e3)),
+    ("projected box, inside", lambda: ptx.projected(ptx.project_box, lower=-100.0, upper=100.0)),
+]
+
+
+@pytest.mark.parametrize("name, build", NO_OP_SETTINGS, ids=[n for n, _ in NO_OP_SETTINGS])
+def test_updates_never_share_memory_with_the_inputs_even_when_nothing_changes(name, build):
+    # A pure transform returns new tensors: a caller may write into its updates (or
+    # its gradients) without the other changing.
+    grads, params = t(X), t(X) * 0.1
+    tx = build()
+    out = tx.update([grads], tx.init([params]), [params])[0][0]
+    for source in (grads, params):
+        assert out.untyped_storage().data_ptr() != source.untyped_storage().data_ptr(), name
+
+
+@pytest.mark.parametrize(
+    "project, options",
+    [(ptx.project_l2_ball, {"epsilon": 1e3}), (ptx.project_l1_ball, {"epsilon": 1e3}),
+     (ptx.project_linf_ball, {"epsilon": 1e3}), (ptx.project_box, {"lower": -100.0, "upper": 100.0})],
+)
+def test_projections_of_points_inside_return_new_tensors(project, options):
+    x = t(X)
+    out = project(x, **options)
+    close(out, X)
+    assert out.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()

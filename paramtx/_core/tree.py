@@ -74,12 +74,21 @@ def checked_leaves(api: str, tree: Any, name: str = "updates") -> tuple[list[Any
 
 
 def check_alike(
-    api: str, updates: Any, leaves: Sequence[Any], others: Sequence[Any], name: str, *, dtype: bool = False
+    api: str,
+    updates: Any,
+    leaves: Sequence[Any],
+    others: Sequence[Any],
+    name: str,
+    *,
+    dtype: bool = False,
+    required: bool = False,
 ) -> None:
     """Each of ``others`` (leaves of params or of a per-leaf state) has the shape of its
-    update leaf (and its dtype, if ``dtype``), where both are present; the message names
-    the leaf's path."""
+    update leaf (and its dtype, if ``dtype``), where both are present, and is present
+    wherever the update is if ``required``; the message names the leaf's path."""
     for index, (update, other) in enumerate(zip(leaves, others)):
+        if update is not None and other is None and required:
+            raise ValueError(f"{api}: the {name} at {path_of(updates, index)} is None, but its update is not")
         if update is None or other is None:
             continue
         if not isinstance(other, torch.Tensor):
@@ -108,8 +117,8 @@ def map_updates(
     leaves, spec = checked_leaves(api, updates)
     other_leaves = [leaves_like(api, spec, other, name) for other, name in zip(others, names)]
     for other, name in zip(other_leaves, names):
-        if name == "params":
-            check_alike(api, updates, leaves, other, "parameter")
+        if name == "params":  # (fn needs the parameter of every update)
+            check_alike(api, updates, leaves, other, "parameter", required=True)
     out = [
         None if leaf is None else fn(leaf, *rest)
         for leaf, *rest in zip(leaves, *other_leaves)

@@ -72,7 +72,7 @@ def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *o
 
 
 def _on_rows(op: Op, rows: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]) -> torch.Tensor:
-    if not torch.compiler.is_compiling() and _VMAP_REFERENCE.get():  # (dynamo cannot read a ContextVar)
+    if vmap_reference_active():
         result = torch.func.vmap(lambda *data: evaluate(op, data, options, None, -1, False))(*rows)
         return result if out is None else out.copy_(result)
     return evaluate(op, rows, options, out, -1, numerics.may_inspect(rows[0]))

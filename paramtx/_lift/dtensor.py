@@ -34,11 +34,6 @@ def same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.stride() == b.stride() and a.shape == b.shape
 
 
-def same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Whether ``a`` and ``b`` (for DTensors, their parts on this rank) share a storage."""
-    return local_tensor(a).untyped_storage().data_ptr() == local_tensor(b).untyped_storage().data_ptr()
-
-
 # torch's own check (private, but stable since torch 2.0); where it is missing, assume a
 # transform may be active: that only forgoes the host-side shortcuts.
 _FUNCTORCH_ACTIVE = getattr(torch._C, "_are_functorch_transforms_active", lambda: True)

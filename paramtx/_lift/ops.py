@@ -25,7 +25,7 @@ Two kinds of op:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -160,4 +160,3 @@ class NormOp:
 
 
 Op = Union[DatumOp, NormOp]
-Options = Any

@@ -54,7 +54,10 @@ def route(op: Op, x: Any, param_ndim: Optional[int]) -> str:
     ``"shards"``, ``"reduce"`` or ``"gather"`` (see the module doc)."""
     if not any(_datum_splitters("route", x, param_ndim)):
         return "shards"
-    return "reduce" if isinstance(op, NormOp) else "gather"
+    # (data of one element, split only by a pending sum, have no dims to reduce over:
+    # summed first, they are whole)
+    spans_dims = datum_ndim("route", x.shape, param_ndim) > 0 or x.ndim == 0
+    return "reduce" if isinstance(op, NormOp) and spans_dims else "gather"
 
 
 def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: Any, **options: Any) -> Any:
@@ -76,7 +79,7 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: Any, **optio
 
     if kind == "reduce":
         first = x.ndim - datum_ndim(api, x.shape, param_ndim)
-        dims = tuple(range(first, x.ndim)) or (0,)
+        dims = tuple(range(first, x.ndim)) or (0,)  # (the second: a 0-d tensor, reshaped below)
         if x.ndim == 0:  # a 0-d tensor is one datum of one element
             tensors = tuple(t.reshape(1) for t in tensors)
         # DTensors in, a DTensor out (evaluate is typed for plain tensors)

@@ -10,7 +10,6 @@ This module checks the options and shapes the call; the estimator itself is in
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, Optional, Union, cast, overload
 
 import torch
@@ -20,6 +19,7 @@ from paramtx._perturbations.estimator import PerturbedMean, Spec
 from paramtx._perturbations.noise import NOISES
 
 STRATEGIES = ("auto", "jacobian", "recompute")
+
 
 @overload
 def perturbed(
@@ -165,9 +165,7 @@ def make_spec(
 ) -> tuple[Spec, bool]:
     """Check the options of :func:`perturbed` (errors start with ``api``)."""
     num_samples = _validate.check_int(api, "num_samples", num_samples, low=1)
-    sigma = _validate.check_real(api, "sigma", sigma, low=0.0, low_inclusive=False)
-    if not math.isfinite(sigma):
-        raise ValueError(f"{api}: sigma must be finite, got {sigma!r}")
+    sigma = _validate.check_real(api, "sigma", sigma, low=0.0, low_inclusive=False)  # (finite, too)
     if not isinstance(noise, str):
         raise TypeError(f"{api}: noise must be a str, got {noise!r} (type {type(noise).__name__})")
     if noise not in NOISES:
@@ -176,7 +174,9 @@ def make_spec(
     if chunk_size is not None:
         chunk_size = _validate.check_int(api, "chunk_size", chunk_size, low=1)
     seed = _check_seed(api, seed, generator)
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+    if not isinstance(strategy, str):
+        raise TypeError(f"{api}: strategy must be a str, got {strategy!r} (type {type(strategy).__name__})")
+    if strategy not in STRATEGIES:
         raise ValueError(f"{api}: strategy must be one of {STRATEGIES}, got {strategy!r}")
     if device is not None:
         if not isinstance(device, (str, torch.device)):

@@ -178,7 +178,7 @@ def _forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
             k, b, o, d = theta.shape[0], score.shape[0], chunk.size, score.shape[-1]
             total = score.new_zeros(k, b, o)
             dense = not spec.one_hot_index
-            if want_jacobian and _use_jacobian(spec.strategy, b, o, d, score.element_size(), dense):
+            if want_jacobian and _use_jacobian(spec.strategy, k * b, o, d, score.element_size(), dense):
                 jacobian = score.new_zeros(k, b, o, d)
         chunk.add_sum_to(total)
         if jacobian is not None:
@@ -317,7 +317,8 @@ def _chunk_lengths(spec: Spec, bytes_per_sample: int) -> Iterator[int]:
 
 
 def _use_jacobian(strategy: str, b: int, out_size: int, in_size: int, itemsize: int, dense: bool) -> bool:
-    """Whether forward should build the ``(B, out_size, in_size)`` Jacobian estimate.
+    """Whether forward should build the Jacobian estimate, ``b`` examples of ``(out_size, in_size)``
+    (``b``: the batch, times vmap's where ``torch.func.vmap`` adds one).
 
     Building it from dense solutions costs ``out_size * in_size`` multiply-adds
     per draw and example (from one-hot positions, only ``in_size``);

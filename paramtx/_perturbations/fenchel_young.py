@@ -65,7 +65,8 @@ def fenchel_young_loss(
 
     Example:
         >>> import torch, paramtx as ptx
-        >>> from paramtx._perturbations.argmax import one_hot_argmax
+        >>> def one_hot_argmax(x):  # the solver: argmax of each row, as a one-hot
+        ...     return torch.nn.functional.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)
         >>> theta = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
         >>> y = torch.tensor([[0.0, 1.0, 0.0]])
         >>> loss = ptx.fenchel_young_loss(theta, y, one_hot_argmax, sigma=1.0, noise="gumbel",
@@ -97,7 +98,8 @@ class FenchelYoungLoss(torch.nn.Module):
 
     Example:
         >>> import torch, paramtx as ptx
-        >>> from paramtx._perturbations.argmax import one_hot_argmax
+        >>> def one_hot_argmax(x):  # the solver: argmax of each row, as a one-hot
+        ...     return torch.nn.functional.one_hot(x.argmax(-1), x.shape[-1]).to(x.dtype)
         >>> loss_fn = ptx.FenchelYoungLoss(one_hot_argmax, num_samples=10_000, sigma=1.0,
         ...                                noise="gumbel", seed=0)
         >>> loss_fn
@@ -155,7 +157,9 @@ def _check_func(api: str, func: object) -> None:
 def _check_loss_options(api: str, maximize: object, reduction: object) -> tuple[bool, str]:
     if not isinstance(maximize, bool):
         raise TypeError(f"{api}: maximize must be a bool, got {maximize!r} (type {type(maximize).__name__})")
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+    if not isinstance(reduction, str):
+        raise TypeError(f"{api}: reduction must be a str, got {reduction!r} (type {type(reduction).__name__})")
+    if reduction not in REDUCTIONS:
         raise ValueError(f"{api}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return maximize, reduction
 

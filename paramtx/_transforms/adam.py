@@ -100,7 +100,7 @@ def adam(
         counts, mus, nus = (
             _tree.leaves_like(api, spec, part, "state") for part in (state.count, state.mu, state.nu)
         )
-        _tree.check_alike(api, updates, leaves, param_leaves, "parameter")
+        _tree.check_alike(api, updates, leaves, param_leaves, "parameter", required=weight_decay != 0)
         _tree.check_alike(api, updates, leaves, mus, "first moment", dtype=True)
         _tree.check_alike(api, updates, leaves, nus, "second moment", dtype=True)
         present = [i for i, g in enumerate(leaves) if g is not None]

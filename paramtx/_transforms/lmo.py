@@ -108,6 +108,8 @@ def lmo_l1q(
 def lmo_l2(param_ndim: Optional[int] = -1, eps: float = TINY) -> GradientTransformation:
     """The L2-ball LMO, ``g / ||g||_2`` per datum: the same map as ``normalize(p=2)``.
 
+    Scope: per datum (the ``param_ndim`` rule: :func:`paramtx.to_batch`).
+
     Sharded tensors (DTensor, e.g. FSDP2): exact without gathering; the norm of
     a datum split across ranks is all-reduced.
 

@@ -160,6 +160,8 @@ def projected(projection: Callable[..., Params], **options: Any) -> GradientTran
     Needs ``params``. ``options`` are passed to ``projection`` (e.g.
     ``epsilon``) and checked here, when the transform is built.
 
+    Scope: that of ``projection``.
+
     Example:
         >>> import torch, paramtx as ptx
         >>> tx = ptx.chain(ptx.sgd(lr=1.0), ptx.projected(ptx.project_l2_ball, epsilon=1.0, param_ndim=None))

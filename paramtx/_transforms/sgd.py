@@ -74,8 +74,9 @@ def sgd(
         return SgdState(_tree.zeros_like_tree(api, params), _tree.zero_counts(api, params))
 
     def direction(grad: torch.Tensor, param: Optional[torch.Tensor]) -> torch.Tensor:
-        if weight_decay == 0 or param is None:  # params are required when weight_decay != 0
+        if weight_decay == 0:
             return grad
+        assert param is not None  # (update_fn checked that every update has its parameter)
         return torch.add(grad, param, alpha=weight_decay)
 
     def step_with_momentum(grad, param, buffer, count):
@@ -90,7 +91,7 @@ def sgd(
         _validate.check_state(api, state, state_type)
         leaves, spec = _tree.checked_leaves(api, updates)
         param_leaves = _tree.param_leaves(api, spec, params, required=weight_decay != 0)
-        _tree.check_alike(api, updates, leaves, param_leaves, "parameter")
+        _tree.check_alike(api, updates, leaves, param_leaves, "parameter", required=weight_decay != 0)
         if momentum == 0:
             steps = [None if g is None else direction(g, p) * -lr for g, p in zip(leaves, param_leaves)]
             return _tree.unflatten(spec, steps), state

@@ -13,7 +13,7 @@ from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
 from paramtx._core.base import GradientTransformation, Params, Updates, rebuildable
 from paramtx._lift import lift
-from paramtx._lift.ops import DatumOp, Dense, Op, Result, Scattered
+from paramtx._lift.ops import DatumOp, Dense, Op, Result, Scaled, Scattered
 from paramtx._lift.param_ndim import datum_size
 from paramtx._transforms import sparsity
 
@@ -79,8 +79,10 @@ def select_largest(
 
 def _top_q(x: torch.Tensor, *, keep: Union[int, torch.Tensor], bound: int) -> Result:
     k = min(bound, x.shape[-1])
-    if k <= 0 or (isinstance(keep, int) and k >= x.shape[-1]):  # nothing kept, or all
-        return Dense(torch.zeros_like(x) if k <= 0 else x)
+    if k <= 0:  # nothing kept
+        return Dense(torch.zeros_like(x))
+    if isinstance(keep, int) and k >= x.shape[-1]:  # all kept (a copy on the pure path)
+        return Scaled(x, 1)
     index, largest, kept = select_largest(x, k, keep)
     values = largest if kept is None else torch.where(kept, largest, 0)
     return Scattered(x, index, values, witness=largest)

@@ -150,7 +150,7 @@ class GradientTransformationOptimizer(CheckedGroups, Optimizer):
         spec = self._specs.get(index)
         if spec is None or leaves is None:
             initial = self.tx.init(params)
-            initial_leaves, spec = optree.tree_flatten(initial)
+            spec = optree.tree_structure(initial)
             self._specs[index] = spec
             if leaves is None:
                 return initial

@@ -40,7 +40,7 @@ from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_para
 __all__ = ["ParamTransformingOptimizer", "ChainedParamTransformingOptimizer"]
 
 REQUIRED: Any = required
-"""The default of a hyperparameter the caller must give (``epsilon``, ``q``)."""
+"""torch.optim's marker of a setting the caller must give: a group holding it is rejected."""
 
 OptimParams = Union[Iterable[torch.Tensor], Iterable[Dict[str, Any]]]
 InnerOptimizer = Union[type, "functools.partial[Optimizer]", Optimizer]
