@@ -24,7 +24,7 @@ import torch
 
 from paramtx._lift import numerics
 from paramtx._lift.ops import DatumOp, NormOp, Op
-from paramtx._lift.param_ndim import rows_shape, rows_view
+from paramtx._lift.param_ndim import rows_shape, view_or_none
 
 _VMAP_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("paramtx_vmap_reference", default=False)
 
@@ -64,7 +64,7 @@ def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *o
     n, d = rows_shape(api, target.shape, param_ndim)
     if n * d == 0:
         return
-    view = rows_view(target, n, d)
+    view = view_or_none(target, (n, d))
     if view is None:  # no (N, D) view of this layout: compute from a copy, write back
         target.copy_(map_data(api, op, param_ndim, target, *others, **options))
         return

@@ -134,22 +134,20 @@ def to_batch(param: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
 def batch_view(api: str, x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
     """``x`` viewed (never copied) as its ``(N, *datum)`` batch; ``x`` itself if it has that shape."""
     shape = batch_shape(api, x.shape, param_ndim)
+    view = view_or_none(x, shape)
+    if view is None:
+        raise ValueError(
+            f"{api}: a tensor of shape {tuple(x.shape)} and strides {x.stride()} has no view "
+            f"of its batch shape {shape} for param_ndim={param_ndim}; call .contiguous() on it first"
+        )
+    return view
+
+
+def view_or_none(x: torch.Tensor, shape: tuple[int, ...]) -> Optional[torch.Tensor]:
+    """``x`` viewed as ``shape`` (``x`` itself if it has that shape), or ``None`` if its strides allow no such view."""
     if x.shape == shape:
         return x
     try:
         return x.view(shape)
-    except RuntimeError:
-        raise ValueError(
-            f"{api}: a tensor of shape {tuple(x.shape)} and strides {x.stride()} has no view "
-            f"of its batch shape {shape} for param_ndim={param_ndim}; call .contiguous() on it first"
-        ) from None
-
-
-def rows_view(x: torch.Tensor, n: int, d: int) -> Optional[torch.Tensor]:
-    """``x`` viewed as its ``(n, d)`` matrix of flattened data, or ``None`` if its strides allow no such view."""
-    if x.dim() == 2 and x.shape == (n, d):
-        return x
-    try:
-        return x.view(n, d)
     except RuntimeError:
         return None

@@ -19,9 +19,9 @@ from paramtx._lift import lift
 from paramtx._transforms.frank_wolfe import FW_STEP, frank_wolfe_rate
 from paramtx._transforms.lmo import L1_LMO
 from paramtx._transforms.normalize import TINY
-from paramtx.optim.lp_space import L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
+from paramtx.optim.lp_space import BallRadius, L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
 from paramtx.optim.groups import CheckedGroups, check_parameters, setting
-from paramtx.optim.optimizer import OptimParams, ParamTransformingOptimizer, copyable_state
+from paramtx.optim.optimizer import OptimParams
 
 __all__ = ["FrankWolfe", "L1FrankWolfe", "L1qFrankWolfe", "L2FrankWolfe", "LinfFrankWolfe"]
 
@@ -83,9 +83,6 @@ class FrankWolfe(CheckedGroups, Optimizer):
                 self.param_groups.pop()
                 raise
 
-    def __getstate__(self) -> Dict[str, Any]:
-        return copyable_state(self)  # its settings too, so that copies step as it does
-
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "_eps" in state:  # unpickling or copying
             self.__dict__.update(state)
@@ -99,6 +96,7 @@ class FrankWolfe(CheckedGroups, Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        api = self._api()
         for group in self.param_groups:
             lr, scale = group["lr"], group["lmo_scaling_factor"]
             for param in group["params"]:
@@ -107,23 +105,23 @@ class FrankWolfe(CheckedGroups, Optimizer):
                 state = self.state[param]
                 count = state.get("step", 0)
                 alpha = frank_wolfe_rate(lr, count, self._use_default_lr_schedule, self._eps)
-                lift.apply_(self._api(), FW_STEP, None, param, param.grad, alpha=alpha, epsilon=scale)
+                lift.apply_(api, FW_STEP, None, param, param.grad, alpha=alpha, epsilon=scale)
                 state["step"] = count + 1
         return loss
 
 
-def _check_radius(optimizer: ParamTransformingOptimizer, group: Dict[str, Any]) -> None:
-    """The ball's radius (``epsilon``, the inner optimizer's ``lmo_scaling_factor``) is > 0."""
-    where = optimizer._where(group)
-    radius = setting(where, group, "lmo_scaling_factor")
-    _validate.check_real(where, "epsilon (lmo_scaling_factor)", radius, low=0.0, low_inclusive=False)
+class _FrankWolfeBall(BallRadius):
+    """The radius ``epsilon`` is the inner :class:`FrankWolfe`'s ``lmo_scaling_factor``, and > 0."""
+
+    _radius_key = "lmo_scaling_factor"
+    _radius_label = "epsilon (lmo_scaling_factor)"
 
 
 def _check_epsilon(api: str, epsilon: object) -> None:
     _validate.check_real(api, "epsilon", epsilon, low=0.0, low_inclusive=False)
 
 
-class L1FrankWolfe(ParamTransformingOptimizer):
+class L1FrankWolfe(_FrankWolfeBall):
     """Frank-Wolfe over the L1 ball of radius ``epsilon``: the LMO is a one-hot sign per datum.
 
     Each gradient datum becomes ``sign(g_i) e_i`` at its largest-magnitude
@@ -169,9 +167,6 @@ class L1FrankWolfe(ParamTransformingOptimizer):
             compile=compile,
         )
 
-    def _check_param_group(self, group: Dict[str, Any]) -> None:
-        super()._check_param_group(group)
-        _check_radius(self, group)
 
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         if param.grad is None:
@@ -179,7 +174,7 @@ class L1FrankWolfe(ParamTransformingOptimizer):
         lift.apply_(self._api(), L1_LMO, -1, param.grad)
 
 
-class L1qFrankWolfe(L1qNormedGradientOptim):
+class L1qFrankWolfe(_FrankWolfeBall, L1qNormedGradientOptim):
     """Frank-Wolfe over the L1 ball of radius ``epsilon`` with the sparse L1q LMO.
 
     Each gradient datum becomes the L1-normalized sign of its top-q elements
@@ -227,12 +222,9 @@ class L1qFrankWolfe(L1qNormedGradientOptim):
             compile=compile,
         )
 
-    def _check_param_group(self, group: Dict[str, Any]) -> None:
-        super()._check_param_group(group)
-        _check_radius(self, group)
 
 
-class L2FrankWolfe(L2NormedGradientOptim):
+class L2FrankWolfe(_FrankWolfeBall, L2NormedGradientOptim):
     """Frank-Wolfe over the L2 ball of radius ``epsilon``: the LMO is ``g / ||g||_2`` per datum.
 
     Example:
@@ -269,12 +261,9 @@ class L2FrankWolfe(L2NormedGradientOptim):
             compile=compile,
         )
 
-    def _check_param_group(self, group: Dict[str, Any]) -> None:
-        super()._check_param_group(group)
-        _check_radius(self, group)
 
 
-class LinfFrankWolfe(SignedGradientOptim):
+class LinfFrankWolfe(_FrankWolfeBall, SignedGradientOptim):
     """Frank-Wolfe over the L-infinity ball of radius ``epsilon``: the LMO is ``sign(g)``.
 
     Example:
@@ -311,6 +300,3 @@ class LinfFrankWolfe(SignedGradientOptim):
             compile=compile,
         )
 
-    def _check_param_group(self, group: Dict[str, Any]) -> None:
-        super()._check_param_group(group)
-        _check_radius(self, group)

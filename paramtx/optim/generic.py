@@ -16,7 +16,6 @@ from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_para
 from paramtx.optim.optimizer import (
     OptimParams,
     add_checked_group,
-    copyable_state,
     mirror_inner_optimizer,
     shared_state,
     step_around,
@@ -258,13 +257,6 @@ class GradientTransformationOptimizer(CheckedGroups, Optimizer):
                 self.param_groups.pop()
                 raise
         self._check_groups()
-
-    def state_dict(self) -> Dict[str, Any]:
-        """torch.optim's ``state_dict`` of the shared state and groups (this optimizer's hooks fire)."""
-        return Optimizer.state_dict(self)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return copyable_state(self)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "tx" in state:  # unpickling or copying this optimizer

@@ -10,6 +10,9 @@ before anything is written, for the groups whose settings or parameters changed
 since they were last checked (a comparison of a few values per group: no
 measurable cost per step).
 
+A copy (``copy``, ``deepcopy``, ``pickle``, ``torch.save``) of such an optimizer keeps
+its settings and inner optimizer, so that it steps as the original.
+
 Messages name the class, the group, the key and the value:
 ``"L2ProjectedOptim (parameter group 1): epsilon must satisfy 0 < epsilon, got -1.0"``.
 """
@@ -142,6 +145,13 @@ class CheckedGroups:
 
     def _after_load_(self) -> None:
         """What a subclass adjusts once a state dict is loaded and its groups accepted."""
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """What ``copy``, ``deepcopy``, ``pickle`` and ``torch.save`` keep: everything, so that
+        the copy steps as the original (its settings and inner optimizer too), but the
+        methods the instance shadows: its compiled passes (rebuilt when it is restored) and
+        a ``step`` an LR scheduler wrapped (that wrapper would step the original, not the copy)."""
+        return {key: value for key, value in self.__dict__.items() if not (callable(value) and hasattr(type(self), key))}
 
 
 def labelled(optimizer: Optimizer, name: Optional[str]) -> Optimizer:

@@ -26,6 +26,7 @@ from paramtx.optim.optimizer import (
     OptimParams,
     ParamTransformingOptimizer,
     check_real_in_groups,
+    with_defaults,
 )
 
 __all__ = [
@@ -38,9 +39,19 @@ __all__ = [
 ]
 
 
-def check_epsilon(api: str, group: Dict[str, Any], name: str = "epsilon") -> None:
-    """``epsilon`` (the ball's radius) is a real number > 0."""
-    check_real_in_groups(api, group, name, low=0.0, low_inclusive=False)
+class BallRadius(ParamTransformingOptimizer):
+    """Mixed into a shim whose groups carry the radius of a ball: a real number > 0,
+    checked with the group's other settings."""
+
+    _radius_key = "epsilon"
+    """The group key of the radius."""
+    _radius_label = "epsilon"
+    """The radius's name in messages."""
+
+    def _check_param_group(self, group: Dict[str, Any]) -> None:
+        super()._check_param_group(group)
+        where = self._where(group)
+        check_real_in_groups(where, group, self._radius_key, label=self._radius_label, low=0.0, low_inclusive=False)
 
 
 class _LpNormOptimizer(ParamTransformingOptimizer):
@@ -177,7 +188,7 @@ class L2NormedGradientOptim(_LpNormOptimizer):
     _p = 2
 
 
-class L2ProjectedOptim(L2NormedGradientOptim):
+class L2ProjectedOptim(BallRadius, L2NormedGradientOptim):
     """L2-normalize each gradient datum, step, then project each parameter datum onto the L2 ball of radius ``epsilon``.
 
     Scope: per datum, for both the normalization and the projection
@@ -209,8 +220,7 @@ class L2ProjectedOptim(L2NormedGradientOptim):
         div_by_zero_eps: float = TINY,
         **inner_opt_kwargs: Any,
     ) -> None:
-        defaults = {} if defaults is None else dict(defaults)
-        defaults.setdefault("epsilon", epsilon)
+        defaults = with_defaults(defaults, epsilon=epsilon)
         super().__init__(
             params,
             InnerOpt=InnerOpt,
@@ -222,15 +232,11 @@ class L2ProjectedOptim(L2NormedGradientOptim):
             **inner_opt_kwargs,
         )
 
-    def _check_param_group(self, group: Dict[str, Any]) -> None:
-        super()._check_param_group(group)
-        check_epsilon(self._where(group), group)
-
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         lift.apply_(self._api(), L2_BALL, -1, param, epsilon=optim_group["epsilon"])
 
 
-class LinfProjectedOptim(SignedGradientOptim):
+class LinfProjectedOptim(BallRadius, SignedGradientOptim):
     """Take the sign of each gradient element, step, then clamp each parameter into ``[-epsilon, epsilon]``.
 
     Scope: per element (:func:`paramtx.sign`, :func:`paramtx.project_linf_ball`,
@@ -260,8 +266,7 @@ class LinfProjectedOptim(SignedGradientOptim):
         defaults: Optional[Dict[str, Any]] = None,
         **inner_opt_kwargs: Any,
     ) -> None:
-        defaults = {} if defaults is None else dict(defaults)
-        defaults.setdefault("epsilon", epsilon)
+        defaults = with_defaults(defaults, epsilon=epsilon)
         super().__init__(
             params,
             InnerOpt=InnerOpt,
@@ -271,10 +276,6 @@ class LinfProjectedOptim(SignedGradientOptim):
             grad_bias=grad_bias,
             **inner_opt_kwargs,
         )
-
-    def _check_param_group(self, group: Dict[str, Any]) -> None:
-        super()._check_param_group(group)
-        check_epsilon(self._where(group), group)
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         epsilon = optim_group["epsilon"]

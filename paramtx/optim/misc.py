@@ -23,6 +23,7 @@ from paramtx.optim.optimizer import (
     OptimParams,
     ParamTransformingOptimizer,
     check_real_in_groups,
+    with_defaults,
 )
 
 __all__ = ["ClampedGradientOptimizer", "ClampedParameterOptimizer", "TopQGradientOptimizer"]
@@ -87,9 +88,7 @@ class _ClampedOptim(ParamTransformingOptimizer):
         param_ndim: Optional[int] = None,
         **inner_opt_kwargs: Any,
     ) -> None:
-        defaults = {} if defaults is None else dict(defaults)
-        defaults.setdefault("clamp_min", clamp_min)
-        defaults.setdefault("clamp_max", clamp_max)
+        defaults = with_defaults(defaults, clamp_min=clamp_min, clamp_max=clamp_max)
         super().__init__(params, InnerOpt, defaults=defaults, param_ndim=param_ndim, **inner_opt_kwargs)
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
@@ -191,9 +190,7 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
         **inner_opt_kwargs: Any,
     ) -> None:
         self._generator = check_generator(self._api(), generator)
-        defaults = {} if defaults is None else dict(defaults)
-        defaults.setdefault("q", q)
-        defaults.setdefault("dq", dq)
+        defaults = with_defaults(defaults, q=q, dq=dq)
         super().__init__(params, InnerOpt=InnerOpt, defaults=defaults, param_ndim=param_ndim, **inner_opt_kwargs)
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ from torch.optim.optimizer import required
 from paramtx._core import validate as _validate
 from paramtx._lift import lift
 from paramtx._lift.dtensor import same_memory
-from paramtx._lift.param_ndim import batch_shape, datum_ndim
+from paramtx._lift.param_ndim import batch_shape, datum_ndim, view_or_none
 from paramtx._transforms.elementwise import ADD, SCALE
 from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_parameters, labelled, serving, setting
 
@@ -59,12 +59,10 @@ def batched(api: str, x: torch.Tensor, param_ndim: Optional[int]) -> tuple[torch
     otherwise a contiguous copy, which the caller writes back.
     """
     shape = batch_shape(api, x.shape, param_ndim)
-    if x.shape == shape:
-        return x, False
-    try:
-        return x.view(shape), False
-    except RuntimeError:  # e.g. channels-last, with the channel dim merged into the batch
-        return x.reshape(shape).clone(), True
+    view = view_or_none(x, shape)
+    if view is None:  # e.g. channels-last, with the channel dim merged into the batch
+        return x.reshape(shape), True  # (reshape copies where no view exists)
+    return view, False
 
 
 def write_(target: torch.Tensor, value: torch.Tensor) -> None:
@@ -143,12 +141,21 @@ def step_around(
     return loss
 
 
-def check_real_in_groups(where: str, group: dict, name: str, **bounds: Any) -> None:
-    """``group[name]`` is a real number within ``bounds`` (see ``_validate.check_real``)."""
+def with_defaults(defaults: Optional[Dict[str, Any]], **settings: Any) -> Dict[str, Any]:
+    """A copy of ``defaults`` with ``settings`` added where it has none (its own values win)."""
+    merged = {} if defaults is None else dict(defaults)
+    for key, value in settings.items():
+        merged.setdefault(key, value)
+    return merged
+
+
+def check_real_in_groups(where: str, group: dict, name: str, *, label: Optional[str] = None, **bounds: Any) -> None:
+    """``group[name]`` is a real number within ``bounds`` (see ``_validate.check_real``);
+    messages call it ``label`` (default: ``name``)."""
     value = setting(where, group, name)
     if value is REQUIRED:
         raise ValueError(f"{where}: {name} is required: pass {name}=... or give every parameter group a {name!r}")
-    _validate.check_real(where, name, value, **bounds)
+    _validate.check_real(where, label or name, value, **bounds)
 
 
 class ParamTransformingOptimizer(CheckedGroups, Optimizer):
@@ -215,10 +222,7 @@ class ParamTransformingOptimizer(CheckedGroups, Optimizer):
         api = self._api()
         self._compile = _validate.check_bool(api, "compile", compile)
         check_inner_settings(api, inner_opt_kwargs)  # before torch.optim sees them (it accepts lr=True)
-        defaults = {} if defaults is None else dict(defaults)
-        defaults.setdefault("param_ndim", param_ndim)
-        defaults.setdefault("grad_scale", grad_scale)
-        defaults.setdefault("grad_bias", grad_bias)
+        defaults = with_defaults(defaults, param_ndim=param_ndim, grad_scale=grad_scale, grad_bias=grad_bias)
         with serving(api):  # an inner optimizer built here words its messages as this one
             self.inner_opt = mirror_inner_optimizer(self, params, InnerOpt, defaults, inner_opt_kwargs)
         if not isinstance(InnerOpt, Optimizer):
@@ -344,13 +348,6 @@ class ParamTransformingOptimizer(CheckedGroups, Optimizer):
         add_checked_group(self.inner_opt, param_group, self._check_param_group)
         self._check_groups()
 
-    def state_dict(self) -> Dict[str, Any]:
-        """torch.optim's ``state_dict`` of the shared state and groups (this optimizer's hooks fire)."""
-        return Optimizer.state_dict(self)
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return copyable_state(self)
-
     def __setstate__(self, state: Dict[str, Any]) -> None:
         if "inner_opt" in state:  # unpickling or copying this optimizer
             self.__dict__.update(state)
@@ -404,18 +401,6 @@ def mirror_inner_optimizer(
     setattr(outer, "inner_opt", inner)  # an attribute of both shims, not of Optimizer; read by __setstate__
     Optimizer.__setstate__(outer, shared_state(inner))
     return inner
-
-
-def copyable_state(optimizer: Optimizer) -> Dict[str, Any]:
-    """What ``copy``, ``deepcopy``, ``pickle`` and ``torch.save`` keep of a shim: everything,
-    so that the copy steps as the original, but the methods its instance shadows, its
-    compiled passes (rebuilt when it is restored) and a ``step`` an LR scheduler wrapped
-    (that wrapper would step the original, not the copy)."""
-    return {
-        key: value
-        for key, value in optimizer.__dict__.items()
-        if not (callable(value) and hasattr(type(optimizer), key))
-    }
 
 
 def shared_state(inner: Optimizer) -> Dict[str, Any]:
