@@ -108,22 +108,37 @@ def perturb(model, images, labels, make_optimizer, steps: int, desc: str) -> tor
 
 def save_figure(images, labels, solutions, model, path, count: int = 6) -> None:
     rows = 1 + 2 * len(solutions)
-    figure, axes = plt.subplots(rows, count, figsize=(1.6 * count, 1.7 * rows))
+    figure, axes = plt.subplots(rows, count, figsize=(1.6 * count + 1.2, 1.7 * rows + 0.5))
     with torch.no_grad():
         predictions = {name: model((images + delta).clamp(0, 1)).argmax(1) for name, delta in solutions.items()}
+    row_labels = ["clean image\n(true class)"]
+    for name in solutions:
+        row_labels += [f"{name} δ\n(rescaled)", f"perturbed image\n(predicted class)"]
     for column in range(count):
         axes[0, column].imshow(images[column].permute(1, 2, 0).numpy())
         axes[0, column].set_title(CLASSES[labels[column]], fontsize=8)
         for block, (name, delta) in enumerate(solutions.items()):
+            # Each δ is scaled by its own largest magnitude to fill the colour range
+            # (grey is 0): the panels show where and in which direction, not how much.
             scale = delta[column].abs().max().clamp_min(1e-12)
             shown = (0.5 + 0.5 * delta[column] / scale).permute(1, 2, 0).numpy()
             axes[1 + 2 * block, column].imshow(shown)
-            axes[1 + 2 * block, column].set_title(f"{name} δ", fontsize=8)
+            axes[1 + 2 * block, column].set_title(f"max |δ| {scale.item():.2f}", fontsize=7)
             perturbed = (images[column] + delta[column]).clamp(0, 1).permute(1, 2, 0).numpy()
             axes[2 + 2 * block, column].imshow(perturbed)
             axes[2 + 2 * block, column].set_title(f"→ {CLASSES[predictions[name][column]]}", fontsize=8)
     for axis in axes.flat:
-        axis.set_axis_off()
+        axis.set_xticks([])
+        axis.set_yticks([])
+        for spine in axis.spines.values():
+            spine.set_visible(False)
+    for row, label in enumerate(row_labels):
+        axes[row, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center", labelpad=8)
+    figure.suptitle(
+        "One perturbation per image (param_ndim=-1). δ rows are rescaled per image to ±max |δ| "
+        "(grey = 0) so that small perturbations are visible.",
+        fontsize=8,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

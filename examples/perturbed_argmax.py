@@ -4,14 +4,19 @@ With Gumbel noise of scale sigma, E[one_hot(argmax(theta + sigma Z))] is exactly
 softmax(theta / sigma); the perturbed version gets there, and to its gradient,
 from samples of the hard argmax only.
 
-Run: python examples/perturbed_argmax.py
+Run: MPLBACKEND=Agg python examples/perturbed_argmax.py
+(writes examples/out/perturbed_argmax.png: values and gradients, perturbed against softmax)
 """
 
+from pathlib import Path
+
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
 import paramtx as ptx
 
+OUT = Path(__file__).parent / "out"
 torch.set_printoptions(precision=4, sci_mode=False)
 SIGMA = 0.5
 N = 1_000_000
@@ -56,3 +61,29 @@ grad_soft = theta_batch.grad
 print("\ngradient, perturbed\n", grad_pert)
 print("gradient, softmax\n", grad_soft)
 print("largest difference", (grad_pert - grad_soft).abs().max().item())
+
+
+# The picture: for the first example, the hard argmax, the perturbed argmax and the
+# softmax side by side (values), then the two gradients (the hard argmax has none).
+fig, (ax_value, ax_grad) = plt.subplots(1, 2, figsize=(10, 3.6))
+positions = torch.arange(theta_batch.shape[1])
+width = 0.27
+with torch.no_grad():
+    values = {
+        "hard argmax": argmax(theta_batch[0]),
+        f"perturbed argmax ({N:,} samples)": pert_argmax(theta_batch)[0],
+        "softmax(theta / sigma)": F.softmax(theta_batch[0] / SIGMA, dim=-1),
+    }
+for offset, (label, value) in zip([-width, 0.0, width], values.items()):
+    ax_value.bar(positions + offset, value, width, label=label)
+ax_value.set(title="values, theta = [" + ", ".join(f"{v:.1f}" for v in theta_batch[0].tolist()) + "]", xlabel="entry", ylabel="value", xticks=positions)
+ax_value.legend(fontsize=8)
+ax_grad.bar(positions - width / 2, grad_pert[0], width, label="perturbed (Monte-Carlo estimate)")
+ax_grad.bar(positions + width / 2, grad_soft[0], width, label="softmax (exact)")
+ax_grad.axhline(0.0, color="0.5", lw=0.8)
+ax_grad.set(title="gradient of ||output||, first example", xlabel="entry", ylabel="d ||output|| / d theta", xticks=positions)
+ax_grad.legend(fontsize=8)
+fig.tight_layout()
+OUT.mkdir(exist_ok=True)
+fig.savefig(OUT / "perturbed_argmax.png", dpi=120)
+print("wrote", OUT / "perturbed_argmax.png")

@@ -26,7 +26,7 @@ def hard_or(x):
     return torch.any(s, dim=-1).type(x.dtype) * 2.0 - 1
 
 
-# Seed 004's example: both inputs are "true", but one is much closer to the fence.
+# Both inputs are "true", but the second is much closer to the fence: perturbed, it is less so.
 theta = torch.tensor([[-5.0, 0.2], [-5.0, 0.1]])
 pert_or = ptx.perturbed(hard_or, num_samples=1000, sigma=SIGMA, noise="gumbel", seed=0)
 print("hard_or(theta)      ", hard_or(theta))
@@ -54,14 +54,16 @@ slope_vmap = vmap(grad(one_or))(inputs)[:, 0]
 print("vmap(grad) slope agrees with the closed form to", (slope_vmap - exact_slope).abs().max().item())
 
 fig, (ax_value, ax_slope) = plt.subplots(1, 2, figsize=(10, 3.8))
-ax_value.plot(t, hard_or(inputs), color="0.6", label="hard OR")
-ax_value.plot(t, exact_value, "k--", lw=1, label="perturbed, closed form")
-ax_value.plot(t, value, color="tab:blue", lw=1.5, label="perturbed, 20k samples")
+# The estimate is drawn first and light, the closed form over it, dashed and dark,
+# so both stay visible where they agree.
+ax_value.plot(t, hard_or(inputs), color="0.6", lw=1.5, label="hard OR", zorder=1)
+ax_value.plot(t, value, color="tab:blue", lw=3, alpha=0.45, label="perturbed, 20k samples", zorder=2)
+ax_value.plot(t, exact_value, color="k", ls=(0, (4, 3)), lw=1.3, label="perturbed, closed form", zorder=3)
 ax_value.set(title=f"OR(t, {c}), Gumbel noise, sigma={SIGMA}", xlabel="t", ylabel="value")
 ax_value.legend(loc="lower right")
-ax_slope.plot(t, torch.zeros_like(t), color="0.6", label="hard OR (0 a.e.)")
-ax_slope.plot(t, exact_slope, "k--", lw=1, label="closed form")
-ax_slope.plot(t, slope, color="tab:red", lw=1.5, label="perturbed estimate")
+ax_slope.plot(t, torch.zeros_like(t), color="0.6", lw=1.5, label="hard OR (0 a.e.)", zorder=1)
+ax_slope.plot(t, slope, color="tab:red", lw=3, alpha=0.45, label="perturbed estimate", zorder=2)
+ax_slope.plot(t, exact_slope, color="k", ls=(0, (4, 3)), lw=1.3, label="closed form", zorder=3)
 ax_slope.set(title="d OR / dt", xlabel="t", ylabel="gradient")
 ax_slope.legend(loc="upper right")
 fig.tight_layout()

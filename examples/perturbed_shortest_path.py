@@ -3,9 +3,10 @@
 A shortest path is piecewise constant in the edge costs: its gradient is zero
 almost everywhere. Perturbed, it becomes a smooth "soft path" (how often each
 edge is used under noisy costs), which we differentiate with respect to four edge
-costs to raise the use of the edge 6 -> 8, as in seed 004. The graph has the
-seed's topology (read off its perturbed solution); the costs other than the
-four tuned ones are our own, so the figures differ a little from the seed's.
+costs to raise the use of the edge 6 -> 8. This is the shortest-path
+demonstration of the perturbed-optimizers paper's reference implementation: the
+graph has its topology, and the costs other than the four tuned ones are our
+own, so the figures differ a little from that demonstration's.
 
 Run: MPLBACKEND=Agg python examples/perturbed_shortest_path.py
 (writes examples/out/shortest_path_before.png and shortest_path_after.png)
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.lines import Line2D
 
 import paramtx as ptx
 
@@ -82,7 +84,7 @@ def draw(paths, costs, title, filename):
     use = (paths + paths.T).detach()
     hard = shortest_path(weights[None], ADJACENCY)[0]
     hard = hard + hard.T
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(6, 6))
     for i in range(N_NODES):
         for j in range(i + 1, N_NODES):
             if not ADJACENCY[i, j]:
@@ -95,10 +97,25 @@ def draw(paths, costs, title, filename):
             at = LABEL_AT.get((i, j), 0.5)
             ax.annotate(f"{weights[i, j].item():.2f}", (x0 + at * (x1 - x0), y0 + at * (y1 - y0)), fontsize=8,
                         ha="center", va="center", backgroundcolor="white", zorder=4)
+    ends = {SOURCE: ("tab:green", "source"), TARGET: ("tab:red", "target")}
     for node, (x, y) in POSITIONS.items():
-        ax.scatter([x], [y], s=400, color="white", edgecolors="k", zorder=5)
-        ax.annotate(str(node), (x, y), ha="center", va="center", zorder=6)
-    ax.set_title(title, fontsize=10)
+        colour, role = ends.get(node, ("white", None))
+        ax.scatter([x], [y], s=400, color=colour, edgecolors="k", zorder=5)
+        ax.annotate(str(node), (x, y), ha="center", va="center", zorder=6,
+                    color="white" if role else "k", fontweight="bold" if role else "normal")
+        if role:  # the source sits at the left edge of the drawing, the target at the right
+            side = -1 if x == 0 else 1
+            ax.annotate(role, (x + side * 0.17, y), ha="right" if side < 0 else "left", va="center", fontsize=9,
+                        color=colour, fontweight="bold", zorder=6)
+    legend = [
+        Line2D([], [], color="tab:blue", lw=0.5 + 10 * 1.0, alpha=0.8, label="edge on every noisy path (use 1.0)"),
+        Line2D([], [], color="tab:blue", lw=0.5 + 10 * 0.25, alpha=0.8, label="edge on 1 noisy path in 4 (use 0.25)"),
+        Line2D([], [], color="k", ls="--", lw=1, label="shortest path without noise"),
+        Line2D([], [], color="0.85", lw=1, label="edge (label: its cost)"),
+    ]
+    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=2, fontsize=8, frameon=False)
+    ax.set_xlim(-0.75, 2.75)
+    ax.set_title(title + "\nwidth: how often an edge is on the perturbed shortest path", fontsize=10)
     ax.set_axis_off()
     OUT.mkdir(exist_ok=True)
     fig.savefig(OUT / filename, dpi=120, bbox_inches="tight")

@@ -30,6 +30,9 @@ from paramtx._transforms.lmo import L1_LMO, L1Q_LMO
 from paramtx._transforms.normalize import NORMALIZE
 from paramtx._transforms.projections import L1_BALL, L2_BALL
 from paramtx._transforms.top_q import TOP_Q
+from paramtx._transforms.ball_box import L1_BALL_BOX, L2_BALL_BOX, LINF_BALL_BOX
+from paramtx._transforms.lp_ball import LP_BALL
+from paramtx._transforms.simplex import SIMPLEX
 
 TINY = torch.finfo(torch.float32).tiny
 Q = 0.5  # top-q: keep round(0.5 * D)
@@ -371,5 +374,118 @@ ENTRIES += [
     ),
 ]
 
+# ----------------------------------------------------------------------------- ball ∩ box, simplex, Lp ball
+
+BOX = (-0.25, 0.375)  # exact in every dtype: the ops round bounds to the data's dtype
+LINF_BOX = (-0.75, 0.375)  # with radius RADIUS / 2: the intersection is [-0.5, 0.375]
+LP_ORDER = 3.0  # g + c g^2 = |x| has a closed form: an oracle independent of the op's Newton steps
+
+
+def _bisect(predicate: Callable[[float], bool], low: float, high: float, steps: int = 200) -> float:
+    """The boundary in ``[low, high]`` of a monotone predicate, true at ``low``: the last true point."""
+    for _ in range(steps):
+        mid = (low + high) / 2
+        low, high = (mid, high) if predicate(mid) else (low, mid)
+    return low
+
+
+def _l2_ball_box_oracle(row: torch.Tensor, other=None) -> torch.Tensor:
+    """``clamp(t x, lower, upper)``, the largest ``t`` in ``[0, 1]`` in the ball, by plain bisection."""
+    def point(t: float) -> torch.Tensor:
+        return (row * t).clamp(*BOX)
+
+    t = _bisect(lambda t: _norm(point(t), 2.0) <= RADIUS, 0.0, 1.0)
+    return point(1.0) if _norm(point(1.0), 2.0) <= RADIUS else point(t)
+
+
+def _l1_ball_box_oracle(row: torch.Tensor, other=None) -> torch.Tensor:
+    """``clamp(soft(x, theta), lower, upper)``, the smallest ``theta >= 0`` in the ball, by plain bisection."""
+    def point(theta: float) -> torch.Tensor:
+        return (torch.sign(row) * (row.abs() - theta).clamp(min=0)).clamp(*BOX)
+
+    if float(point(0.0).abs().sum()) <= RADIUS:
+        return point(0.0)
+    top = float(row.abs().max())
+    theta = top - _bisect(lambda s: float(point(top - s).abs().sum()) <= RADIUS, 0.0, top)  # (in s = top - theta)
+    return point(theta)
+
+
+def _simplex_oracle(row: torch.Tensor, other=None) -> torch.Tensor:
+    """Held et al.: sort, and the largest support whose threshold keeps its last element positive."""
+    values = [Fraction(v) for v in row.tolist()]
+    ordered = sorted(values, reverse=True)
+    total, tau = Fraction(0), None
+    for j, u in enumerate(ordered, start=1):
+        total += u
+        candidate = (total - 1) / j
+        if u > candidate:
+            tau = candidate
+    return torch.tensor([float(max(v - tau, 0)) for v in values], dtype=torch.float64)
+
+
+def _lp_ball_oracle(row: torch.Tensor, other=None) -> torch.Tensor:
+    """p = 3: ``g = (sqrt(1 + 4 c a) - 1) / (2 c)``, ``c`` bisected (in log space) on ``sum g^3 = 1``."""
+    if _norm(row, LP_ORDER) <= RADIUS:
+        return row.clone()
+    a = row.abs()
+
+    def magnitudes(log_c: float) -> torch.Tensor:
+        c = math.exp(log_c)
+        # (1 + 4ca)^(1/2) - 1 written without cancellation
+        return 2 * a / (torch.sqrt(1 + 4 * c * a) + 1)
+
+    log_c = _bisect(lambda s: float((magnitudes(s) ** 3).sum()) > RADIUS, -700.0, 700.0)
+    return torch.sign(row) * magnitudes(log_c)
+
+
+def _linf_ball_box_oracle(row: torch.Tensor, other=None) -> torch.Tensor:
+    return row.clamp(max(LINF_BOX[0], -RADIUS / 2), min(LINF_BOX[1], RADIUS / 2))
+
+
+ENTRIES += [
+    OpEntry(
+        "project_l2_ball_box",
+        L2_BALL_BOX,
+        lambda batch: dict(epsilon=RADIUS, lower=BOX[0], upper=BOX[1]),
+        lambda x, nd, other: ptx.project_l2_ball(x, RADIUS, param_ndim=nd, lower=BOX[0], upper=BOX[1]),
+        None,  # no rai-toolbox class
+        _l2_ball_box_oracle,
+    ),
+    OpEntry(
+        "project_l1_ball_box",
+        L1_BALL_BOX,
+        lambda batch: dict(epsilon=RADIUS, lower=BOX[0], upper=BOX[1]),
+        lambda x, nd, other: ptx.project_l1_ball(x, RADIUS, param_ndim=nd, lower=BOX[0], upper=BOX[1]),
+        None,
+        _l1_ball_box_oracle,
+    ),
+    OpEntry(
+        "project_linf_ball_box",
+        LINF_BALL_BOX,
+        lambda batch: dict(epsilon=RADIUS / 2, lower=LINF_BOX[0], upper=LINF_BOX[1]),
+        lambda x, nd, other: ptx.project_linf_ball(x, RADIUS / 2, lower=LINF_BOX[0], upper=LINF_BOX[1]),
+        None,
+        _linf_ball_box_oracle,
+        nan_policy="element",
+    ),
+    OpEntry(
+        "project_simplex",
+        SIMPLEX,
+        lambda batch: dict(scale=1.0),
+        lambda x, nd, other: ptx.project_simplex(x, param_ndim=nd),
+        None,
+        _simplex_oracle,
+    ),
+    OpEntry(
+        "project_lp_ball",
+        LP_BALL,
+        lambda batch: dict(p=LP_ORDER, epsilon=RADIUS),
+        lambda x, nd, other: ptx.project_lp_ball(x, LP_ORDER, RADIUS, param_ndim=nd),
+        None,
+        _lp_ball_oracle,
+    ),
+]
+
 OPS = (ADD, CLAMP, SCALE, SIGN, FW_STEP, L1_LMO, L1Q_LMO, NORMALIZE, L1_BALL, L2_BALL, TOP_Q)
+OPS += (L2_BALL_BOX, L1_BALL_BOX, LINF_BALL_BOX, SIMPLEX, LP_BALL)
 assert all(isinstance(op, (DatumOp, NormOp)) for op in OPS)

@@ -64,7 +64,9 @@ def test_registry_covers_every_public_transform_and_projection():
     projections = _public_functions("Params") - {"apply_updates"}
     # the detection itself works
     assert {"chain", "scale", "top_q", "sgd", "frank_wolfe", "projected"} <= transforms
-    assert projections == {"project_l2_ball", "project_l1_ball", "project_linf_ball", "project_box"}
+    assert projections == {
+        "project_l2_ball", "project_l1_ball", "project_linf_ball", "project_box", "project_simplex", "project_lp_ball"
+    }
     assert (transforms | projections) - covered == set(), "public transforms missing from the registry"
     assert covered - (transforms | projections) == set(), "registry names that are not public transforms"
 
@@ -85,9 +87,17 @@ def test_update_keeps_every_leaf_dtype(entry: Entry, dtype: torch.dtype):
             assert update.shape == params[name].shape
     for name, param in new_params.items():
         assert param.dtype == dtype
+    hyperparams = {id(leaf) for leaf in _injected_hyperparams(state)}
     for leaf in leaves(state):
-        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and id(leaf) not in hyperparams:
             assert leaf.dtype == dtype, leaf.dtype
+
+
+def _injected_hyperparams(state) -> list:
+    """The hyperparameter tensors of every ``InjectHyperparamsState`` in ``state``: they are
+    float32 at least whatever the params (an eps of 1e-8 is 0 in float16)."""
+    found = optree.tree_leaves(state, is_leaf=lambda x: isinstance(x, ptx.InjectHyperparamsState), none_is_leaf=True)
+    return [leaf for s in found if isinstance(s, ptx.InjectHyperparamsState) for leaf in leaves(s.hyperparams)]
 
 
 @pytest.mark.parametrize("kind", TREE_KINDS)
@@ -210,7 +220,8 @@ def test_rows_path_equals_vmap_path_equals_loop_over_data(entry: Entry, shape, p
     assert_trees_equal(loop, rows)
 
 
-@pytest.mark.parametrize("entry", [e for e in ENTRIES if not e.per_datum], ids=repr)
+# (a transform whose leaf's result depends on other leaves is not element-wise)
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if not e.per_datum and e.leafwise], ids=repr)
 def test_element_wise_transforms_ignore_the_datum_split(entry: Entry):
     # An element-wise map is per datum for every datum split: the loop over
     # single elements (param_ndim=0) gives the whole-tensor result.

@@ -1,6 +1,8 @@
-"""Tests for the perturbed Fenchel-Young loss: value and gradient in closed form."""
+"""Tests for the perturbed Fenchel-Young loss: value (up to a constant in theta) and gradient in closed form."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -12,6 +14,7 @@ from paramtx._perturbations.argmax import one_hot_argmax
 THETA = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.1, 0.3, 0.2, -0.4]])
 Y = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
 OPTIONS = dict(num_samples=2000, sigma=0.5, noise="gumbel", seed=3)
+EULER_GAMMA = 0.5772156649015329
 
 
 def ranks(x: torch.Tensor) -> torch.Tensor:
@@ -25,16 +28,49 @@ def argmin(x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("maximize", [True, False])
 @pytest.mark.parametrize("batched", [True, False])
-def test_value_and_gradient_are_the_closed_forms(maximize, batched):
+def test_value_is_the_perturbed_max_minus_the_target_score_and_gradient_the_closed_form(maximize, batched):
     func = one_hot_argmax if maximize else argmin
     theta, y = (THETA, Y) if batched else (THETA[0], Y[0])
     y_hat = ptx.perturbed(func, batched=batched, **OPTIONS)(theta)
+    max_value = ptx.perturbed_max(theta, func, batched=batched, **OPTIONS)  # the same draws
     theta = theta.clone().requires_grad_(True)
     loss = ptx.fenchel_young_loss(theta, y, func, batched=batched, maximize=maximize, **OPTIONS)
-    squares = (y_hat - y) ** 2
-    assert torch.equal(loss.detach(), squares.sum(-1) if batched else squares.sum())
+    target_score = (theta.detach() * y).sum(-1)
+    expected = max_value - target_score if maximize else target_score - max_value
+    assert torch.allclose(loss.detach(), expected, rtol=0, atol=1e-6)  # float32 rounding of one sum
     loss.sum().backward()
     assert torch.equal(theta.grad, (y_hat - y) if maximize else (y - y_hat))
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.1])
+def test_gumbel_argmax_value_is_sigma_logsumexp_plus_euler_gamma_minus_the_target_score(sigma):
+    """For the one-hot argmax, max_i(θ_i + σG_i) is Gumbel of location σ logsumexp(θ/σ)
+    and scale σ: its mean is that plus σγ, its variance σ²π²/6, so SE = σπ/√(6N)."""
+    n = 4000
+    theta = THETA.clone().requires_grad_(True)
+    loss = ptx.fenchel_young_loss(theta, Y, one_hot_argmax, num_samples=n, sigma=sigma, noise="gumbel", seed=5)
+    exact = sigma * torch.logsumexp(THETA / sigma, -1) + sigma * EULER_GAMMA - (THETA * Y).sum(-1)
+    se = sigma * math.pi / math.sqrt(6 * n)
+    assert torch.all((loss.detach() - exact).abs() <= 3 * se)
+    loss.sum().backward()
+    # Each gradient entry is a mean of n Bernoulli(p) indicators, minus y.
+    p = torch.softmax(THETA / sigma, -1)
+    assert torch.all((theta.grad - (p - Y)).abs() <= 3 * torch.sqrt(p * (1 - p) / n) + 1 / n)
+
+
+def test_value_matches_the_reference_stand_in_nowhere_but_shares_its_minimizer():
+    """The value is the loss (up to a constant), not |ŷ - y|²: it differs from it, and
+    it is smallest, among targets, at the most likely one."""
+    targets = torch.eye(4)
+    theta = THETA[:1].expand(4, 4)
+    loss = ptx.fenchel_young_loss(theta, targets, one_hot_argmax, **OPTIONS)
+    y_hat = ptx.perturbed(one_hot_argmax, **OPTIONS)(theta)
+    stand_in = ((y_hat - targets) ** 2).sum(-1)
+    assert not torch.allclose(loss, stand_in, atol=0.1)
+    assert loss.argmin() == THETA[0].argmax()
+    # With the same draws, two targets' losses differ by exactly the difference of their scores.
+    first, second = (ptx.fenchel_young_loss(THETA[0], y, one_hot_argmax, batched=False, **OPTIONS) for y in targets[:2])
+    assert torch.allclose(second - first, THETA[0, 0] - THETA[0, 1], atol=1e-6)  # float32 rounding
 
 
 def test_gradient_is_scaled_per_example_and_reductions():

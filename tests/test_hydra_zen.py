@@ -35,6 +35,10 @@ REQUIRED = {
     "ClampedParameterOptimizer": dict(clamp_min=-1.0),
     "scale": dict(step_size=-0.1),
     "add": dict(bias=0.1),
+    "clip_by_global_norm": dict(max_norm=1.0),
+    # (hydra_convert="all": masks and labels arrive as plain dicts, which are pytrees; OmegaConf's are not)
+    "masked": dict(inner=hz.builds(ptx.sgd, lr=0.1), mask={"w": True}, hydra_convert="all"),
+    "multi_transform": dict(transforms={"a": hz.builds(ptx.sgd, lr=0.1)}, param_labels={"w": "a"}, hydra_convert="all"),
 }
 OPTIONAL_BUT_ONE = {"clamp": dict(max=1.0)}  # clamp needs one of its two optional bounds
 

@@ -24,12 +24,12 @@ THETA = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]
 
 
 def argmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
-    """Seed 004's argmax: a one-hot of the largest entry along ``axis``."""
+    """The reference implementation's argmax: a one-hot of the largest entry along ``axis``."""
     return F.one_hot(torch.argmax(x, dim=axis), x.shape[axis]).float()
 
 
 def hard_or(x: torch.Tensor) -> torch.Tensor:
-    """Seed 004's OR of the signs along the last dim, as +-1 (a full reduction)."""
+    """The reference implementation's OR of the signs along the last dim, as +-1 (a full reduction)."""
     s = ((torch.sign(x) + 1) / 2.0).type(torch.bool)
     return torch.any(s, dim=-1).type(x.dtype) * 2.0 - 1
 
@@ -101,8 +101,8 @@ def test_normal_gradient_agrees_with_central_finite_differences():
     assert abs(directional) > 4 * tolerance  # the check is not vacuous
 
 
-def test_seed_004_perturbed_or_value_and_gradient():
-    """Seed 004: hard_or of [[-5, 0.2], [-5, 0.1]] is [1, 1]; perturbed, it is not.
+def test_perturbed_or_value_and_gradient_match_the_closed_form():
+    """The reference implementation's example: hard_or of [[-5, 0.2], [-5, 0.1]] is [1, 1]; perturbed, it is not.
 
     With Gumbel noise P(θ_j + σG <= 0) = exp(-exp(θ_j / σ)), so
     F(θ) = 1 - 2 exp(-S) and dF/dθ_j = 2 exp(-S) exp(θ_j / σ) / σ, S = Σ_j exp(θ_j / σ).

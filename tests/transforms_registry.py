@@ -11,6 +11,9 @@ import dataclasses
 import math
 from typing import Callable, Optional
 
+import optree
+import torch
+
 import paramtx as ptx
 
 
@@ -43,6 +46,20 @@ class Entry:
 
 def _entry(name, build, factories, **flags) -> Entry:
     return Entry(name, build, frozenset(factories.split()), **flags)
+
+
+def _is_vector(x: torch.Tensor) -> bool:
+    # (a datum of one element, shape (1,), is not one: element-wise entries must treat it as a 0-d leaf)
+    return x.ndim == 1 and x.shape[0] > 1
+
+
+def _not_vectors(params):
+    """A mask by each leaf's own shape (so a leaf alone is masked as in its tree): all but the vectors."""
+    return optree.tree_map(lambda x: not _is_vector(x), params)
+
+
+def _vector_labels(params):
+    return optree.tree_map(lambda x: "vector" if _is_vector(x) else "other", params)
 
 
 ENTRIES: list[Entry] = [
@@ -153,6 +170,40 @@ ENTRIES: list[Entry] = [
         needs_params=True,
     ),
     _entry(
+        "projected_l2_box",
+        lambda nd: ptx.projected(ptx.project_l2_ball, epsilon=0.6, param_ndim=nd, lower=-0.4, upper=0.5),
+        "projected project_l2_ball",
+        per_datum=True,
+        needs_params=True,
+    ),
+    _entry(
+        "projected_l1_box",
+        lambda nd: ptx.projected(ptx.project_l1_ball, epsilon=0.6, param_ndim=nd, lower=-0.4, upper=0.5),
+        "projected project_l1_ball",
+        per_datum=True,
+        needs_params=True,
+    ),
+    _entry(
+        "projected_linf_box",
+        lambda nd: ptx.projected(ptx.project_linf_ball, epsilon=0.3, lower=-0.2, upper=0.5),
+        "projected project_linf_ball",
+        needs_params=True,
+    ),
+    _entry(
+        "projected_simplex",
+        lambda nd: ptx.projected(ptx.project_simplex, scale=1.5, param_ndim=nd),
+        "projected project_simplex",
+        per_datum=True,
+        needs_params=True,
+    ),
+    _entry(
+        "projected_lp",
+        lambda nd: ptx.projected(ptx.project_lp_ball, p=3.0, epsilon=0.6, param_ndim=nd),
+        "projected project_lp_ball",
+        per_datum=True,
+        needs_params=True,
+    ),
+    _entry(
         "chain_normalize_sgd_projected",
         lambda nd: ptx.chain(
             ptx.normalize(2, param_ndim=nd),
@@ -170,5 +221,57 @@ ENTRIES: list[Entry] = [
         ),
         "chain top_q sign scale add clamp",
         per_datum=True,
+    ),
+    # schedules and injected hyperparameters
+    _entry(
+        "sgd_scheduled_lr",
+        lambda nd: ptx.sgd(lr=ptx.warmup_cosine_decay_schedule(0.0, 0.3, 2, 10), momentum=0.9),
+        "sgd",
+    ),
+    _entry(
+        "adam_tensor_lr_scheduled_wd",
+        lambda nd: ptx.adam(lr=torch.tensor(0.05), weight_decay=ptx.linear_schedule(0.1, 0.0, 5)),
+        "adam",
+        needs_params=True,
+    ),
+    # weight decay, clipping
+    _entry("adamw", lambda nd: ptx.adamw(0.05, weight_decay=0.1), "adamw", needs_params=True),
+    _entry(
+        "adamw_masked_scheduled_lr",
+        lambda nd: ptx.adamw(ptx.exponential_decay(0.05, 1, 0.9), betas=(0.8, 0.99), mask=_not_vectors),
+        "adamw",
+        needs_params=True,
+    ),
+    _entry(
+        "add_decayed_weights_masked",
+        lambda nd: ptx.add_decayed_weights(0.2, mask=_not_vectors),
+        "add_decayed_weights",
+        needs_params=True,
+    ),
+    # global over the tree: a leaf's result depends on the others
+    _entry("clip_by_global_norm", lambda nd: ptx.clip_by_global_norm(1.5), "clip_by_global_norm", leafwise=False),
+    # composition
+    _entry(
+        "masked_sgd_momentum",
+        lambda nd: ptx.masked(ptx.sgd(0.1, momentum=0.9), _not_vectors),
+        "masked sgd",
+    ),
+    _entry(
+        "multi_transform",
+        lambda nd: ptx.multi_transform(
+            {"vector": ptx.sgd(0.3), "other": ptx.chain(ptx.add_decayed_weights(0.1), ptx.adam(0.05))}, _vector_labels
+        ),
+        "multi_transform sgd chain add_decayed_weights adam",
+        needs_params=True,
+    ),
+    _entry(
+        "chain_clip_adamw_inject",
+        lambda nd: ptx.chain(
+            ptx.clip_by_global_norm(2.0),
+            ptx.inject_hyperparams(ptx.adamw)(lr=ptx.cosine_decay_schedule(0.05, 8), weight_decay=0.01),
+        ),
+        "chain clip_by_global_norm adamw",
+        needs_params=True,
+        leafwise=False,
     ),
 ]

@@ -102,28 +102,78 @@ def check_alike(
             )
 
 
+_SAME = object()  # (map_updates without a param_ndim for fn)
+
+
 def map_updates(
     api: str,
     fn: Callable[..., torch.Tensor],
     updates: Any,
     *others: Any,
     names: Sequence[str] = ("params",),
+    param_ndim: Any = _SAME,
 ) -> Any:
     """``fn(update, *other_leaves)`` for every non-``None`` update leaf.
 
     ``others`` (params, per-leaf state) must share the structure of ``updates``;
     ``names`` names them in error messages. Params must have their updates' shapes.
+    With ``param_ndim`` (as :func:`paramtx._core.validate.check_param_ndim_spec`
+    returns it), ``fn`` is called with the leaf's ``param_ndim=`` as a keyword.
     """
     leaves, spec = checked_leaves(api, updates)
     other_leaves = [leaves_like(api, spec, other, name) for other, name in zip(others, names)]
     for other, name in zip(other_leaves, names):
         if name == "params":  # (fn needs the parameter of every update)
             check_alike(api, updates, leaves, other, "parameter", required=True)
-    out = [
-        None if leaf is None else fn(leaf, *rest)
-        for leaf, *rest in zip(leaves, *other_leaves)
-    ]
+    if param_ndim is _SAME:
+        out = [None if leaf is None else fn(leaf, *rest) for leaf, *rest in zip(leaves, *other_leaves)]
+    elif param_ndim is None or isinstance(param_ndim, int):  # (the same for every leaf: nothing to resolve)
+        out = [None if leaf is None else fn(leaf, *rest, param_ndim=param_ndim) for leaf, *rest in zip(leaves, *other_leaves)]
+    else:
+        ndims = leaf_param_ndims(api, param_ndim, updates, leaves, spec)
+        out = [
+            None if leaf is None else fn(leaf, *rest, param_ndim=ndim)
+            for leaf, ndim, *rest in zip(leaves, ndims, *other_leaves)
+        ]
     return unflatten(spec, out)
+
+
+def leaf_param_ndims(api: str, param_ndim: Any, updates: Any, leaves: Sequence[Any], spec: optree.PyTreeSpec) -> list:
+    """The ``param_ndim`` of each leaf of ``updates``, from an int or ``None`` (the same for
+    all), a callable ``(path, shape)`` (``path``: the leaf's tuple of keys), or a pytree of
+    ints and ``None``s that is ``updates``' structure or a prefix of it.
+
+    Per-leaf values are checked here, and a misfit names the leaf's path.
+    """
+    if param_ndim is None or isinstance(param_ndim, int):
+        return [param_ndim] * len(leaves)
+    if callable(param_ndim):
+        paths = optree.tree_paths(updates, none_is_leaf=True)
+        ndims: list = [None if leaf is None else param_ndim(path, tuple(leaf.shape)) for path, leaf in zip(paths, leaves)]
+    else:
+        try:
+            full = optree.tree_broadcast_prefix(param_ndim, updates, none_is_leaf=True)
+        except (ValueError, TypeError) as error:
+            raise ValueError(
+                f"{api}: param_ndim must be an int, None, a callable, or a pytree whose structure is "
+                f"the params' or a prefix of it; the params have {spec}, param_ndim has "
+                f"{optree.tree_structure(param_ndim, none_is_leaf=True)} ({error})"
+            ) from None
+        ndims = spec.flatten_up_to(full)
+    for index, (leaf, ndim) in enumerate(zip(leaves, ndims)):
+        if leaf is None:
+            continue
+        if ndim is not None and (isinstance(ndim, bool) or not isinstance(ndim, int)):
+            raise TypeError(
+                f"{api}: param_ndim at {path_of(updates, index)} must be an int or None, got {ndim!r} "
+                f"(type {type(ndim).__name__})"
+            )
+        if ndim is not None and leaf.dim() > 0 and abs(ndim) > leaf.dim():
+            raise ValueError(
+                f"{api}: param_ndim={ndim} at {path_of(updates, index)} does not fit its tensor of shape "
+                f"{tuple(leaf.shape)} (ndim={leaf.dim()}); |param_ndim| <= ndim must hold"
+            )
+    return ndims
 
 
 def param_leaves(api: str, spec: optree.PyTreeSpec, params: Any, *, required: bool) -> list[Any]:

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
-from paramtx._lift import numerics
+from paramtx._lift import numerics, settings
 from paramtx._lift.ops import DatumOp, NormOp, Op
 from paramtx._lift.param_ndim import rows_shape, view_or_none
 
@@ -46,7 +46,12 @@ def vmap_reference_active() -> bool:
 
 
 def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: torch.Tensor, **options: Any) -> torch.Tensor:
-    """``op`` on each datum of the same-shaped ``tensors``: a new tensor of the shape and dtype of ``tensors[0]``."""
+    """``op`` on each datum of the same-shaped ``tensors``: a new tensor of the shape and dtype of ``tensors[0]``.
+
+    Options may be settings given as tensors (:mod:`paramtx._lift.settings`), laid out here.
+    """
+    if settings.has_tensors(options):
+        return _map_with_settings(api, op, param_ndim, tensors, options, None)
     x = tensors[0]
     if isinstance(op, DatumOp) and op.elementwise:
         return _elementwise(op, tensors, options, None)
@@ -58,6 +63,9 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: torch.Tensor
 
 def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *others: torch.Tensor, **options: Any) -> None:
     """``op`` on each datum of ``target`` (and ``others``), written into ``target``."""
+    if settings.has_tensors(options):
+        _map_with_settings(api, op, param_ndim, (target, *others), options, target)
+        return
     if isinstance(op, DatumOp) and op.elementwise:
         _elementwise(op, (target, *others), options, target)
         return
@@ -71,9 +79,47 @@ def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *o
     _on_rows(op, [view, *(t.reshape(n, d) for t in others)] if others else [view], options, view)
 
 
-def _on_rows(op: Op, rows: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]) -> torch.Tensor:
+def _map_with_settings(
+    api: str, op: Op, param_ndim: Optional[int], tensors: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """:func:`map_data` (``out=None``) or :func:`apply_` (into ``out``, the first tensor) with
+    tensor settings among ``options``: laid out for the form the op runs in, and their
+    poison added (see :mod:`paramtx._lift.settings`)."""
+    x = tensors[0]
+    elementwise = isinstance(op, DatumOp) and op.elementwise
+    laid = settings.lay_out(api, options, x.shape, param_ndim, elementwise=elementwise, like=x)
+    if isinstance(op, DatumOp) and elementwise:
+        return _with_poison(_elementwise(op, tensors, laid.plain, out), laid, out)
+    n, d = rows_shape(api, x.shape, param_ndim)
+    if n * d == 0:  # no datum has an element: nothing to compute
+        return x if out is not None else x.clone()
+    view = None if out is None else view_or_none(out, (n, d))
+    if out is not None and view is None:  # no (N, D) view of this layout: compute from a copy, write back
+        return out.copy_(_map_with_settings(api, op, param_ndim, tensors, options, None))
+    rows = [view if view is not None else x.reshape(n, d), *(t.reshape(n, d) for t in tensors[1:])]
+    result = _with_poison(_on_rows(op, rows, laid.plain, view, laid), laid, view)
+    return result.reshape(x.shape) if out is None else out
+
+
+def _with_poison(value: torch.Tensor, laid: Optional[settings.Laid], out: Optional[torch.Tensor]) -> torch.Tensor:
+    """``value`` with the poison of its tensor settings added (NaN data where a setting is NaN)."""
+    if laid is None or laid.poison is None:
+        return value
+    return _poisoned(value, laid.poison.to(value.dtype), out)
+
+
+def _on_rows(
+    op: Op, rows: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor], laid: Optional[settings.Laid] = None
+) -> torch.Tensor:
     if vmap_reference_active():
-        result = torch.func.vmap(lambda *data: evaluate(op, data, options, None, -1, False))(*rows)
+        names, mapped = (laid.mapped_names, laid.mapped) if laid is not None else ((), ())
+        count = len(rows)
+
+        def one_datum(*args: torch.Tensor) -> torch.Tensor:
+            # each call sees one datum, and its value of every per-datum (per-element) setting
+            return evaluate(op, args[:count], {**options, **dict(zip(names, args[count:]))}, None, -1, False)
+
+        result = torch.func.vmap(one_datum)(*rows, *mapped)
         return result if out is None else out.copy_(result)
     return evaluate(op, rows, options, out, -1, numerics.may_inspect(rows[0]))
 

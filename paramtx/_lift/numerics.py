@@ -59,13 +59,14 @@ def all_finite(*tensors: torch.Tensor) -> bool:
 
 
 def datum_poison(x: torch.Tensor, dims: Dims) -> torch.Tensor:
-    """Per datum, ``0`` if every element is finite and NaN otherwise (kept as length-1 dims).
+    """Per datum, ``-0.0`` if every element is finite and NaN otherwise (kept as length-1 dims).
 
     Added to an op's output, it turns the output of every non-finite datum into
-    NaNs and leaves the others unchanged. (``amax`` and ``amin`` propagate NaN;
-    ``inf * 0`` is NaN.)
+    NaNs and leaves the others unchanged, bit for bit: ``y + (-0.0)`` is ``y``
+    for every ``y``, where ``+0.0`` would turn a ``-0.0`` into ``+0.0``.
+    (``amax`` and ``amin`` propagate NaN; ``inf * 0`` is NaN.)
     """
-    return x.amax(dims, keepdim=True) * 0 + x.amin(dims, keepdim=True) * 0
+    return x.amax(dims, keepdim=True).abs() * -0.0 + x.amin(dims, keepdim=True).abs() * -0.0
 
 
 def element_poison(x: torch.Tensor) -> torch.Tensor:

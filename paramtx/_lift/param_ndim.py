@@ -88,6 +88,27 @@ def to_batch(param: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
     A per-datum transform acts on each datum alone: its result on the batch is
     ``torch.func.vmap`` of its result on one datum (the reference semantics).
 
+    **Per leaf.** Transforms and projections over a pytree also take
+    ``param_ndim`` per leaf: a pytree of ints and ``None``s with the structure
+    of the params (or a prefix of it: ``{"encoder": -1, "decoder": None}``
+    covers every leaf below each key), or a callable ``(path, shape) -> int |
+    None`` asked for each leaf (``path``: the leaf's tuple of keys), e.g.
+    ``lambda path, shape: -1 if len(shape) > 1 else None`` (weights per row,
+    biases whole). A misfit is an error naming the leaf's path.
+
+    **Settings as tensors.** Where a hyperparameter applies per datum
+    (``epsilon`` of the projections and of ``frank_wolfe``, ``q`` of top-q,
+    ``eps`` of ``normalize``), it may be a number or a tensor broadcastable to
+    the *batch shape* ``x.shape[:n - k]`` (``k`` dims per datum; or of shape
+    ``(N,)``, one value per datum in the order of this batch): shape ``(N,)``
+    for ``param_ndim=-1``, a 0-d tensor for one value for all, which may change
+    between calls of a compiled step without a recompile. Box bounds
+    (``lower``/``upper``, ``clamp``'s ``min``/``max``) are per element instead,
+    tensors broadcastable to the tensor itself. Nothing reads a tensor setting
+    on the host (no sync, no graph break): shapes are checked when the data are
+    seen, and a datum whose setting is invalid (a radius <= 0, a ``q`` outside
+    ``[0, 1]``, NaN or inf) comes out as NaNs, as a datum holding a NaN does.
+
     The result is a view of ``param`` (``param`` itself when it already has the
     batch shape), and, if ``param.grad`` is set, its ``.grad`` is the same view
     of ``param.grad``, so that in-place changes reach the originals, as
@@ -116,6 +137,13 @@ def to_batch(param: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
         >>> w.grad
         tensor([[1., 1., 1.],
                 [1., 1., 1.]])
+        >>> params = {"w": torch.tensor([[3.0, 4.0], [6.0, 8.0]]), "b": torch.tensor([3.0, 4.0])}
+        >>> ptx.project_l2_ball(params, epsilon=1.0, param_ndim={"w": -1, "b": None})["w"]
+        tensor([[0.6000, 0.8000],
+                [0.6000, 0.8000]])
+        >>> ptx.project_l2_ball(params["w"], epsilon=torch.tensor([5.0, 2.5]))  # a radius per datum
+        tensor([[3.0000, 4.0000],
+                [1.5000, 2.0000]])
     """
     api = "to_batch"
     if not isinstance(param, torch.Tensor):

@@ -30,7 +30,7 @@ from typing import Any, Optional, cast
 
 import torch
 
-from paramtx._lift import dense
+from paramtx._lift import dense, settings
 from paramtx._lift.ops import NormOp, Op
 from paramtx._lift.param_ndim import datum_ndim
 
@@ -67,6 +67,10 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: Any, **optio
     from torch.distributed.tensor import DTensor, Replicate
 
     x = tensors[0]
+    if settings.has_tensors(options):  # (settings with more than one value raise there)
+        laid = settings.lay_out(api, options, x.shape, param_ndim, elementwise=False, like=x)
+        out = map_data(api, op, param_ndim, *tensors, **laid.plain)
+        return out if laid.poison is None else out + laid.poison.to(out.dtype)
     mesh, placements = x.device_mesh, tuple(x.placements)
     tensors = tuple(t if tuple(t.placements) == placements else t.redistribute(mesh, placements) for t in tensors)
     placements = tuple(Replicate() if pl.is_partial() else pl for pl in placements)  # of the result

@@ -6,7 +6,7 @@ from typing import Optional, Union
 
 import torch
 
-from paramtx._perturbations.entry import make_spec, wrap
+from paramtx._perturbations.entry import make_spec, options_of, wrap
 
 
 def _flat_argmax(x: torch.Tensor) -> torch.Tensor:
@@ -42,6 +42,8 @@ def perturbed_argmax(
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     strategy: str = "auto",
+    control_variate: bool = True,
+    antithetic: bool = False,
 ) -> torch.Tensor:
     """``E[one_hot(argmax(θ + σZ))]``: a differentiable soft one-hot.
 
@@ -63,10 +65,7 @@ def perturbed_argmax(
         tensor([[0.0055, 0.8152, 0.0122, 0.1646, 0.0025]])
     """
     api = "perturbed_argmax"
-    spec, batched = make_spec(
-        api, one_hot_argmax, num_samples=num_samples, sigma=sigma, noise=noise, batched=batched,
-        device=device, chunk_size=chunk_size, seed=seed, generator=generator, strategy=strategy,
-    )
+    spec, batched = make_spec(api, one_hot_argmax, **options_of(locals()))
     # The solver hands over only the position of each 1: the sums over samples
     # become counts and index additions, not dense reductions and matmuls.
     spec = spec._replace(func=_flat_argmax, one_hot_index=True)

@@ -10,15 +10,22 @@ This module checks the options and shapes the call; the estimator itself is in
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Union, cast, overload
+from typing import Any, Callable, Mapping, Optional, Union, cast, overload
 
 import torch
 
 from paramtx._core import validate as _validate
-from paramtx._perturbations.estimator import PerturbedMean, Spec
+from paramtx._perturbations.estimator import PerturbedMean, Spec, with_chunk_size
 from paramtx._perturbations.noise import NOISES
 
 STRATEGIES = ("auto", "jacobian", "recompute")
+# The options of the perturbed APIs, by name. Each public signature lists the
+# ones it takes (for ``inspect`` and config tools); inside, they travel by name
+# (:func:`options_of`) to :func:`make_spec`, which checks them all in one place.
+OPTIONS = (
+    "num_samples", "sigma", "noise", "batched", "device", "chunk_size", "seed", "generator",
+    "strategy", "control_variate", "antithetic",
+)
 
 
 @overload
@@ -34,6 +41,8 @@ def perturbed(
     seed: Optional[int] = ...,
     generator: Optional[torch.Generator] = ...,
     strategy: str = ...,
+    control_variate: bool = ...,
+    antithetic: bool = ...,
 ) -> Callable[..., torch.Tensor]: ...
 
 
@@ -50,6 +59,8 @@ def perturbed(
     seed: Optional[int] = ...,
     generator: Optional[torch.Generator] = ...,
     strategy: str = ...,
+    control_variate: bool = ...,
+    antithetic: bool = ...,
 ) -> Callable[[Callable[..., torch.Tensor]], Callable[..., torch.Tensor]]: ...
 
 
@@ -65,6 +76,8 @@ def perturbed(
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
     strategy: str = "auto",
+    control_variate: bool = True,
+    antithetic: bool = False,
 ) -> Any:
     """Turn ``func`` into the differentiable ``θ ↦ E[func(θ + σZ)]``.
 
@@ -84,12 +97,25 @@ def perturbed(
     function are passed to ``func`` unchanged: they are not differentiated, nor
     batched by ``torch.func.vmap``.
 
+    Gradient: the score-function estimate of the Jacobian of
+    ``E[func(θ + σZ)]``, ``E[f s(Z)ᵀ] / σ`` with ``s = ∇ν`` the noise's score
+    and ``f = func(θ + σZ)``. By default (``control_variate=True``) each
+    draw's ``f_i`` is centred on the mean of the other draws, a baseline
+    independent of ``Z_i``, so the estimate stays unbiased, costs no extra
+    solve, and ignores a constant added to ``func`` (which inflates the plain
+    estimate's error): ``J = (Σ_i f_i s_iᵀ - N f̄ s̄ᵀ) / (σ(N - 1))``.
+    ``control_variate=False`` gives the plain ``Σ_i f_i s_iᵀ / (σN)``.
+    ``antithetic=True`` (normal noise, even ``num_samples``) draws pairs
+    ``Z, -Z``; each pair cancels a constant by itself, so the control variate
+    then changes nothing. See ``benchmarks/RESULTS.md`` for the errors of each.
+
     Scope: per example. The noise has the shape of one example and is drawn
     independently for every example and every sample.
 
     Randomness: with ``seed``, every call draws the same noise, so the returned
     function is deterministic (bit for bit, for a given device, ``chunk_size``
-    and torch version). With ``generator``, each call draws its seed from it.
+    (or, by default, whether torch runs one thread or several) and torch
+    version). With ``generator``, each call draws its seed from it.
     With neither, each call draws its seed from torch's global RNG, so
     ``torch.manual_seed`` makes a run reproducible. Under ``torch.func.vmap``
     the vmapped copies share one draw (as ``randomness="same"`` would), which
@@ -108,13 +134,19 @@ def perturbed(
         device: where to draw the noise and call ``func`` (the input's device if
             ``None``); results come back on the input's device.
         chunk_size: how many samples to draw and solve at once; by default about
-            4 MiB of noise per chunk. Peak memory grows with it, not with
-            ``num_samples``.
+            4 MiB of noise per chunk on one thread, 64 MiB on several (fewer
+            chunks wait less for busy cores). Peak memory grows with it (a few
+            times the chunk's noise), not with ``num_samples``.
         seed: a fixed seed, ``0 <= seed < 2**64``.
         generator: a ``torch.Generator`` to draw each call's seed from.
         strategy: how backward gets the Jacobian estimate: ``"jacobian"``
             (accumulated in forward), ``"recompute"`` (noise redrawn from the
             saved seed in backward) or ``"auto"``.
+        control_variate: whether to centre each draw on the mean of the others
+            (unbiased, lower variance; needs ``num_samples >= 2``).
+        antithetic: whether to draw the noise in pairs ``Z, -Z`` (normal noise
+            and an even ``num_samples`` only; ``chunk_size`` is then rounded
+            down to an even number).
 
     Returns:
         The perturbed function, or a decorator making one if ``func`` is ``None``.
@@ -135,18 +167,20 @@ def perturbed(
         tensor([[0.0055, 0.8152, 0.0122, 0.1646, 0.0025]], grad_fn=<SoftmaxBackward0>)
         >>> argmax(theta)[0, 1].backward()         # a Monte-Carlo estimate of ...
         >>> theta.grad
-        tensor([[-0.0126,  0.2816, -0.0647, -0.2947,  0.0038]])
+        tensor([[-0.0059,  0.2967, -0.0273, -0.2721,  0.0030]])
         >>> torch.func.grad(lambda t: torch.softmax(t / 0.5, -1)[0, 1])(theta.detach())  # ... this
         tensor([[-0.0090,  0.3013, -0.0199, -0.2684, -0.0040]])
     """
-    options: dict[str, Any] = dict(
-        num_samples=num_samples, sigma=sigma, noise=noise, batched=batched, device=device,
-        chunk_size=chunk_size, seed=seed, generator=generator, strategy=strategy,
-    )
+    options = options_of(locals())
     spec, batched = make_spec("perturbed", func, **options)
     if func is None:
         return functools.partial(perturbed, **options)
     return wrap(spec, batched)
+
+
+def options_of(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The perturbation options (:data:`OPTIONS`) among a call's ``arguments``, e.g. its ``locals()``."""
+    return {name: arguments[name] for name in OPTIONS if name in arguments}
 
 
 def make_spec(
@@ -157,11 +191,13 @@ def make_spec(
     sigma: object,
     noise: object,
     batched: object,
-    device: object,
-    chunk_size: object,
-    seed: object,
-    generator: object,
-    strategy: object,
+    device: object = None,
+    chunk_size: object = None,
+    seed: object = None,
+    generator: object = None,
+    strategy: object = "auto",
+    control_variate: object = True,
+    antithetic: object = False,
 ) -> tuple[Spec, bool]:
     """Check the options of :func:`perturbed` (errors start with ``api``)."""
     num_samples = _validate.check_int(api, "num_samples", num_samples, low=1)
@@ -178,6 +214,9 @@ def make_spec(
         raise TypeError(f"{api}: strategy must be a str, got {strategy!r} (type {type(strategy).__name__})")
     if strategy not in STRATEGIES:
         raise ValueError(f"{api}: strategy must be one of {STRATEGIES}, got {strategy!r}")
+    control_variate = _validate.check_bool(api, "control_variate", control_variate)
+    antithetic = _validate.check_bool(api, "antithetic", antithetic)
+    _check_sampling(api, num_samples, noise, control_variate, antithetic)
     if device is not None:
         if not isinstance(device, (str, torch.device)):
             raise TypeError(f"{api}: device must be a str or torch.device, got {device!r}")
@@ -187,8 +226,26 @@ def make_spec(
     # Both checked above; func is None only for perturbed's decorator form, whose spec is unused.
     func = cast(Callable[[torch.Tensor], torch.Tensor], func)
     generator = cast(Optional[torch.Generator], generator)
-    spec = Spec(api, func, num_samples, sigma, noise, chunk_size, seed, generator, device, strategy)
+    spec = Spec(
+        api=api, func=func, num_samples=num_samples, sigma=sigma, noise=noise, chunk_size=chunk_size,
+        seed=seed, generator=generator, device=device, strategy=strategy,
+        control_variate=control_variate, antithetic=antithetic,
+    )
     return spec, batched
+
+
+def _check_sampling(api: str, num_samples: int, noise: str, control_variate: bool, antithetic: bool) -> None:
+    if antithetic and noise != "normal":
+        raise ValueError(
+            f"{api}: antithetic=True needs noise='normal' (pairs Z, -Z need a symmetric law), got noise={noise!r}"
+        )
+    if antithetic and num_samples % 2:
+        raise ValueError(f"{api}: antithetic=True needs an even num_samples (pairs Z, -Z), got {num_samples}")
+    if control_variate and not antithetic and num_samples < 2:
+        raise ValueError(
+            f"{api}: control_variate=True needs num_samples >= 2 (each draw's baseline is the mean of "
+            f"the others), got {num_samples}; pass control_variate=False for one sample"
+        )
 
 
 def wrap(spec: Spec, batched: bool) -> Callable[..., torch.Tensor]:
@@ -197,10 +254,10 @@ def wrap(spec: Spec, batched: bool) -> Callable[..., torch.Tensor]:
     @functools.wraps(spec.func)
     def perturbed_func(theta: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         _check_input(spec.api, theta, batched)
-        call = spec._replace(func=functools.partial(_call_with, spec.func, args, kwargs))
         # Internal layout (K, B, *event): K copies that share their noise
         # (K > 1 only under vmap), B examples with independent noise.
         theta3 = theta.unsqueeze(0) if batched else theta.reshape(1, 1, *theta.shape)
+        call = with_chunk_size(spec._replace(func=functools.partial(_call_with, spec.func, args, kwargs)), theta3)
         want_jacobian = torch.is_grad_enabled() and theta.requires_grad
         mean, _, _ = PerturbedMean.apply(theta3, call, want_jacobian)
         return mean[0] if batched else mean[0, 0]

@@ -1,12 +1,23 @@
 """The Monte-Carlo estimator behind :func:`paramtx.perturbed`: forward means and backward products.
 
 For a solver ``f``, the perturbed solver is ``F(θ) = E[f(θ + σZ)]`` and its
-Jacobian is ``E[f(θ + σZ) ∇ν(Z)ᵀ] / σ`` (see :mod:`paramtx._perturbations.noise`
-for ``∇ν``). Both are Monte-Carlo means over ``num_samples`` draws.
+Jacobian is ``E[f(θ + σZ) s(Z)ᵀ] / σ`` with ``s = ∇ν`` the noise's score (see
+:mod:`paramtx._perturbations.noise`). Both are Monte-Carlo means over the
+``N = num_samples`` draws ``Z_i``, with ``f_i = f(θ + σZ_i)`` and ``s_i = s(Z_i)``:
+
+* plain: ``J = Σ_i f_i s_iᵀ / (σN)``;
+* control variate (leave-one-out baseline): each ``f_i`` is centred on the
+  mean of the *other* draws, ``J = Σ_i (f_i - f̄_{-i}) s_iᵀ / (σN)``, which is
+  ``(Σ_i f_i s_iᵀ - N f̄ s̄ᵀ) / (σ(N - 1))``. It is unbiased (``f̄_{-i}`` is
+  independent of ``s_i``, and ``E[s] = 0``), costs no extra solve, and is blind
+  to a constant added to ``f`` (whose plain estimate's error grows with it);
+* antithetic (normal noise): the draws come in pairs ``Z, -Z``; a pair's
+  constant part cancels in ``f(θ + σZ) Z - f(θ - σZ) Z``, so the baseline is
+  built in and the plain formula is used.
 
 Memory does not grow with ``num_samples``: the draws are made and solved in
-chunks (about 4 MiB of noise each, in reused buffers) and nothing per draw is
-kept for backward. Backward uses one of two strategies:
+chunks (about 4 MiB of noise each on one thread, 64 MiB on several, in reused
+buffers) and nothing per draw is kept for backward. Backward uses one of two strategies:
 
 * ``"jacobian"``: forward also accumulates the Jacobian estimate, one
   ``(out_size, in_size)`` matrix per example; backward is a product with it.
@@ -34,10 +45,13 @@ import torch
 from paramtx._perturbations.noise import NoiseDraw, NoiseSampler
 
 # One chunk draws about this many bytes of noise; the working set of a chunk is
-# a small multiple of it. 2 to 8 MiB ran equally fast on a 2-core CPU
-# (benchmarks/bench_perturbed.py); fewer, larger chunks mean fewer small ops,
-# which matters when the cores are oversubscribed.
+# a small multiple of it. On one thread, 2 to 8 MiB ran equally fast on a
+# 2-core CPU (benchmarks/bench_perturbed.py). On several threads every op of a
+# chunk is a parallel region whose threads wait for each other at its end: on a
+# busy machine that waiting dominates, and a few large chunks ran 3x-5x faster
+# than many small ones.
 _CHUNK_BYTES = 4 * 2**20
+_CHUNK_BYTES_THREADED = 64 * 2**20
 # "auto" builds the Jacobian when it holds at most this many bytes ...
 _JACOBIAN_MAX_BYTES = 64 * 2**20
 # ... and costs at most this many multiply-adds per draw, per unit of the
@@ -58,6 +72,8 @@ class Spec(NamedTuple):
     generator: Optional[torch.Generator]
     device: Optional[torch.device]
     strategy: str
+    control_variate: bool = True
+    antithetic: bool = False
     # True: func returns, for each row, the flat position of the 1 of a one-hot
     # solution of the row's shape (so sums are counts, and products gathers).
     one_hot_index: bool = False
@@ -171,7 +187,7 @@ class _PerturbedVJP(torch.autograd.Function):
 def _forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
     """The means, and the Jacobian estimate if wanted and cheap (else an empty tensor)."""
     seed = _draw_seed(spec)
-    total = jacobian = None
+    total = jacobian = score_sum = None
     for chunk in _solutions(theta, spec, seed):
         if total is None:
             score = chunk.draw.score  # (B, n, D)
@@ -180,15 +196,18 @@ def _forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
             dense = not spec.one_hot_index
             if want_jacobian and _use_jacobian(spec.strategy, k * b, o, d, score.element_size(), dense):
                 jacobian = score.new_zeros(k, b, o, d)
+                score_sum = score.new_zeros(b, d)
         chunk.add_sum_to(total)
-        if jacobian is not None:
+        if jacobian is not None and score_sum is not None:
             chunk.add_outer_score_to(jacobian)
+            score_sum.add_(chunk.draw.score.sum(-2))
     assert total is not None  # num_samples >= 1: at least one chunk
-    if jacobian is None:
+    if jacobian is None or score_sum is None:
         jacobian = theta.new_empty(0)
-    else:  # the score's constant shift, added once: Σ f ⊗ (score + shift)
-        jacobian = jacobian.add_(total.unsqueeze(-1), alpha=chunk.draw.shift)
-        jacobian = (jacobian / (spec.sigma * spec.num_samples)).to(theta)
+    else:  # Σ f ⊗ s = Σ f ⊗ score + Σ f ⊗ shift, the constant shift added once
+        correction = _score_correction(spec, score_sum, chunk.draw.shift)
+        jacobian = jacobian.add_(total.unsqueeze(-1) * correction.unsqueeze(-2))
+        jacobian = (jacobian / _divisor(spec)).to(theta)
     mean = (total / spec.num_samples).reshape(*theta.shape[:2], *chunk.shape).to(theta)
     mean = mean + example_poison(theta, mean.dim())
     # The seed, as an int64 of the same bits, for the recompute strategy.
@@ -196,21 +215,49 @@ def _forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
     return mean, jacobian, seed_bits
 
 
+def _uses_baseline(spec: Spec) -> bool:
+    # Antithetic pairs cancel a constant on their own (see the module docstring).
+    return spec.control_variate and not spec.antithetic
+
+
+def _score_correction(spec: Spec, score_sum: torch.Tensor, shift: float) -> torch.Tensor:
+    """``c`` (B, D) such that ``Σ_i w_i s_i - [N w̄ s̄] = Σ_i w_i score_i + (Σ_i w_i) c``.
+
+    Plain: ``c = shift`` (``s = score + shift``). With the baseline the shift
+    cancels: ``c = -Σ_i score_i / N``.
+    """
+    if _uses_baseline(spec):
+        return score_sum / -spec.num_samples
+    return torch.full_like(score_sum, shift)
+
+
+def _divisor(spec: Spec) -> float:
+    n = spec.num_samples
+    return spec.sigma * (n - 1 if _uses_baseline(spec) else n)
+
+
 def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: Spec) -> torch.Tensor:
-    """``E[<g, f(θ + σZ)> ∇ν(Z)] / σ`` for each cotangent ``g``, the forward's noise drawn again."""
+    """The estimator's product with each cotangent ``g``, the forward's noise drawn again.
+
+    With ``w_i = <g, f_i>``: ``Σ_i w_i s_i / (σN)`` (plain) or
+    ``(Σ_i w_i s_i - (Σ_i w_i) s̄) / (σ(N - 1))`` (control variate).
+    """
     c, k, b = grads.shape[:3]
     device = spec.device if spec.device is not None else theta.device
     g = grads.reshape(c, k, b, -1).to(device=device, dtype=_work_dtype(theta.dtype))
-    total = weight_sum = None
+    total = weight_sum = score_sum = None
     for chunk in _solutions(theta, spec, seed):
         weights = chunk.dot(g).unsqueeze(-2)                     # <g, f>: (C, K, B, 1, n)
         term = torch.matmul(weights, chunk.draw.score)           # (C, K, B, 1, D)
         total = term if total is None else total.add_(term)
         summed = weights.sum(-1, keepdim=True)
         weight_sum = summed if weight_sum is None else weight_sum.add_(summed)
-    assert total is not None and weight_sum is not None  # num_samples >= 1: at least one chunk
-    total = total.add_(weight_sum, alpha=chunk.draw.shift)  # the score's constant shift, added once
-    grad = total / (spec.sigma * spec.num_samples)
+        scores = chunk.draw.score.sum(-2)                        # (B, D)
+        score_sum = scores if score_sum is None else score_sum.add_(scores)
+    assert total is not None and weight_sum is not None and score_sum is not None  # num_samples >= 1
+    correction = _score_correction(spec, score_sum, chunk.draw.shift).unsqueeze(-2)  # (B, 1, D)
+    total = total.add_(weight_sum * correction)
+    grad = total / _divisor(spec)
     return grad.reshape(c, *theta.shape).to(theta)
 
 
@@ -226,6 +273,7 @@ class _Chunk(NamedTuple):
     shape: tuple[int, ...]
     size: int
     draw: NoiseDraw
+    inputs: Optional[torch.Tensor] = None  # (K, B, n, D) perturbed inputs, if asked for
 
     def add_sum_to(self, total: torch.Tensor) -> None:
         """``total (K, B, size) += Σ_n f``."""
@@ -259,12 +307,13 @@ class _Chunk(NamedTuple):
         return self.positions
 
 
-def _solutions(theta: torch.Tensor, spec: Spec, seed: int) -> Iterator[_Chunk]:
+def _solutions(theta: torch.Tensor, spec: Spec, seed: int, keep_inputs: bool = False) -> Iterator[_Chunk]:
     """Draw the noise and solve the perturbed problems, chunk by chunk.
 
     The noise, ``(B, n, D)`` per chunk, comes from a generator seeded with
     ``seed``: the same seed and shapes give the same chunks and the same draws.
-    A chunk's tensors are only valid until the next one is drawn.
+    A chunk's tensors are only valid until the next one is drawn. With
+    ``keep_inputs``, each chunk also holds the perturbed inputs it solved.
     """
     device = spec.device if spec.device is not None else theta.device
     dtype = _work_dtype(theta.dtype)
@@ -276,21 +325,22 @@ def _solutions(theta: torch.Tensor, spec: Spec, seed: int) -> Iterator[_Chunk]:
         base = base[0]
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
-    sampler = NoiseSampler(spec.noise, generator=generator, dtype=dtype, device=device)
+    sampler = NoiseSampler(spec.noise, generator=generator, dtype=dtype, device=device, antithetic=spec.antithetic)
     out_shape = None
     for n in _chunk_lengths(spec, b * d * base.element_size()):
         draw = sampler.draw((b, n, d), loc=base, scale=spec.sigma)
         x = draw.sample.reshape(k * b * n, *event)
+        inputs = x.view(k, b, n, d) if keep_inputs else None
         draw = draw._replace(sample=x.new_empty(0))  # drop the reference: x is freed after func
         with torch.no_grad():
             y = spec.func(x)
         del x
         if spec.one_hot_index:
-            yield _Chunk(None, y.to(device).view(k, b, n), tuple(event), d, draw)
+            yield _Chunk(None, y.to(device).view(k, b, n), tuple(event), d, draw, inputs)
             continue
         out_shape = _check_output(spec.api, y, k * b * n, out_shape)
         size = math.prod(out_shape)
-        yield _Chunk(y.reshape(k, b, n, size).to(dtype=dtype, device=device), None, out_shape, size, draw)
+        yield _Chunk(y.reshape(k, b, n, size).to(dtype=dtype, device=device), None, out_shape, size, draw, inputs)
 
 
 def _check_output(api: str, y: object, rows: int, expected: Optional[tuple]) -> tuple:
@@ -307,8 +357,28 @@ def _check_output(api: str, y: object, rows: int, expected: Optional[tuple]) -> 
     return shape
 
 
+def with_chunk_size(spec: Spec, theta: torch.Tensor) -> Spec:
+    """``spec`` with its chunk length fixed for ``θ`` (K, B, *event), once per call.
+
+    The default length depends on the number of threads at the time of the
+    call; fixing it in the spec makes a recomputing backward split the draws
+    exactly as forward did, whatever happens in between.
+    """
+    if spec.chunk_size is not None:
+        return spec
+    bytes_per_sample = math.prod(theta.shape[1:]) * _work_dtype(theta.dtype).itemsize
+    return spec._replace(chunk_size=_default_chunk_size(bytes_per_sample))
+
+
+def _default_chunk_size(bytes_per_sample: int) -> int:
+    budget = _CHUNK_BYTES if torch.get_num_threads() == 1 else _CHUNK_BYTES_THREADED
+    return max(1, budget // max(1, bytes_per_sample))
+
+
 def _chunk_lengths(spec: Spec, bytes_per_sample: int) -> Iterator[int]:
-    size = spec.chunk_size or max(1, _CHUNK_BYTES // max(1, bytes_per_sample))
+    size = spec.chunk_size or _default_chunk_size(bytes_per_sample)
+    if spec.antithetic:  # a chunk holds whole pairs (num_samples is even)
+        size = max(2, size - size % 2)
     left = spec.num_samples
     while left > 0:
         n = min(size, left)

@@ -37,6 +37,10 @@ class NoiseSampler:
     chunk fresh allocations (and their page faults); the tensors of a draw are
     therefore only valid until the next draw.
 
+    Antithetic draws (normal noise only, whose law is symmetric): the draws
+    along the second-to-last dim come in pairs, its second half the negation
+    of its first half, so every pair's scores sum to exactly zero.
+
     Normal: ``score`` is ``Z`` and ``shift`` is 0. Gumbel: ``Z = -log(-log U)``,
     whose score term is ``1 - exp(-Z) = 1 + log U``: ``score`` is ``log U`` and
     ``shift`` is 1. ``U = (2k + 1) / 2**24`` for 23 random bits ``k``: a uniform
@@ -47,9 +51,10 @@ class NoiseSampler:
         generator: the random stream; the global one if ``None``.
         dtype: ``torch.float32`` or ``torch.float64``.
         device: where to draw.
+        antithetic: whether draws come in pairs ``Z, -Z`` (normal noise only).
 
     Raises:
-        ValueError: for another ``noise``.
+        ValueError: for another ``noise``, or ``antithetic`` with Gumbel noise.
 
     Example:
         >>> import torch
@@ -67,32 +72,48 @@ class NoiseSampler:
         generator: Optional[torch.Generator] = None,
         dtype: torch.dtype = torch.float32,
         device: Optional[torch.device] = None,
+        antithetic: bool = False,
     ) -> None:
         if noise not in NOISES:
             raise ValueError(f"NoiseSampler: noise must be one of {NOISES}, got {noise!r}")
+        if antithetic and noise != "normal":
+            raise ValueError(f"NoiseSampler: antithetic draws need noise='normal', got noise={noise!r}")
         self.noise, self.generator, self.dtype, self.device = noise, generator, dtype, device
+        self.antithetic = antithetic
         self._buffers: dict[str, torch.Tensor] = {}
 
     def draw(self, shape: tuple[int, ...], loc: Optional[torch.Tensor] = None, scale: float = 1.0) -> NoiseDraw:
-        """The next draw of ``Z`` of ``shape``: ``(loc + scale * Z, score, shift)``, ``loc`` broadcast."""
+        """The next draw of ``Z`` of ``shape``: ``(loc + scale * Z, score, shift)``, ``loc`` broadcast.
+
+        With antithetic draws, ``shape[-2]`` must be even.
+        """
         score = self._buffer("score", shape, self.dtype)
-        values = self._buffer("sample", shape, self.dtype)
         if self.noise == "normal":
-            values.copy_(score.normal_(generator=self.generator))  # Z
-            shift, factor = 0.0, scale
+            self._normal_into(score)                              # Z
+            values, shift, factor = score, 0.0, scale
         else:
             bits = self._buffer("bits", shape, torch.int32).random_(generator=self.generator)
             odd = bits.bitwise_right_shift_(7).bitwise_or_(1)  # 2k + 1 < 2**24
-            score.copy_(odd).mul_(2.0**-24).log_()              # log U
-            values.copy_(score).neg_().log_()                    # log(-log U) = -Z
+            torch.mul(odd, 2.0**-24, out=score).log_()          # log U
+            # -Z = log(-log U), into the bits' memory once they are used (float32).
+            spare = bits.view(self.dtype) if self.dtype == torch.float32 else self._buffer("minus_z", shape, self.dtype)
+            values = torch.neg(score, out=spare).log_()
             shift, factor = 1.0, -scale
         if loc is None:
-            sample = values.mul_(factor)
-        elif torch.broadcast_shapes(loc.shape, shape) == tuple(shape):
-            sample = values.mul_(factor).add_(loc)
-        else:  # loc adds dims: a new tensor
-            sample = torch.add(loc, values, alpha=factor)
-        return NoiseDraw(sample, score, shift)
+            return NoiseDraw(values * factor if values is score else values.mul_(factor), score, shift)
+        # One pass: loc + factor * values, in place where values may be overwritten.
+        if torch.broadcast_shapes(loc.shape, shape) != tuple(shape):  # loc adds dims: a new tensor
+            return NoiseDraw(torch.add(loc, values, alpha=factor), score, shift)
+        out = self._buffer("sample", shape, self.dtype) if values is score else values
+        return NoiseDraw(torch.add(loc, values, alpha=factor, out=out), score, shift)
+
+    def _normal_into(self, score: torch.Tensor) -> None:
+        if not self.antithetic:
+            score.normal_(generator=self.generator)
+            return
+        half = score.shape[-2] // 2
+        first = score.narrow(-2, 0, half).normal_(generator=self.generator)
+        torch.neg(first, out=score.narrow(-2, half, half))
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         numel = math.prod(shape)

@@ -15,6 +15,9 @@ from typing import Optional, Union
 
 import torch
 
+from paramtx._core.validate import UNIT_INTERVAL, nan_where_invalid
+from paramtx._lift.settings import PerDatum, poison_of
+
 _MASK32 = 0xFFFFFFFF
 # lowbias32 (C. Wellons' hash-prospector): a 32-bit bijection with low bias.
 _MULTIPLIERS = (0x7FEB352D, 0x846CA68B)
@@ -54,8 +57,16 @@ def levels(q: float, dq: float, seed: torch.Tensor, count: torch.Tensor, size: i
     ``None`` when ``dq == 0`` (the level is ``q`` itself)."""
     if dq == 0.0:
         return None
+    return level(q, dq, uniforms(seed, count, size))
+
+
+def level(q: Union[float, torch.Tensor], dq: float, draw: torch.Tensor) -> torch.Tensor:
+    """The level a uniform ``draw`` in ``(0, 1)`` picks on ``[max(0, q-dq), min(1, q+dq)]``
+    (float64; ``q`` a number, or a float64 tensor of one per datum)."""
+    if isinstance(q, torch.Tensor):
+        return (q - dq).clamp(min=0.0) + ((q + dq).clamp(max=1.0) - (q - dq).clamp(min=0.0)) * draw
     low, high = max(0.0, q - dq), min(1.0, q + dq)
-    return low + (high - low) * uniforms(seed, count, size)
+    return low + (high - low) * draw
 
 
 def kept_count(q: float, datum_size: int) -> int:
@@ -66,6 +77,24 @@ def kept_count(q: float, datum_size: int) -> int:
 def kept_counts(level: torch.Tensor, datum_size: int) -> torch.Tensor:
     """:func:`kept_count` of a drawn level, as an int64 tensor (``torch.round`` also rounds half to even)."""
     return torch.round((1.0 - level) * datum_size).to(torch.int64)
+
+
+def keep_for(
+    q: Union[float, torch.Tensor], dq: float, draw: Optional[torch.Tensor], datum_size: int
+) -> tuple[Union[int, torch.Tensor, PerDatum], int]:
+    """``(keep, bound)`` (see :func:`kept`) for ``q`` a number or a tensor of one per datum,
+    and ``draw`` a uniform of the ``dq`` stream (``None`` when ``dq == 0``).
+
+    For a tensor ``q`` (not read on the host), ``keep`` is a per-datum setting of int64
+    counts and ``bound`` is ``D``: every datum is ranked whole, then masked by its own
+    count. A datum whose ``q`` is NaN or outside ``[0, 1]`` comes out as NaNs.
+    """
+    if not isinstance(q, torch.Tensor):
+        return kept(q, dq, None if draw is None else level(q, dq, draw), datum_size)
+    q = nan_where_invalid(q, UNIT_INTERVAL).to(torch.float64)  # (as a Python float computes)
+    drawn = q if draw is None else level(q, dq, draw)
+    counts = torch.round((1.0 - drawn) * datum_size)
+    return PerDatum(torch.nan_to_num(counts, nan=0.0).to(torch.int64), "q", poison=poison_of(drawn)), datum_size
 
 
 def kept(q: float, dq: float, level: Optional[torch.Tensor], datum_size: int) -> tuple[Union[int, torch.Tensor], int]:

@@ -5,7 +5,7 @@ Also the sparsifying transform shared with :func:`paramtx.lmo_l1q`.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union, cast
 
 import torch
 
@@ -15,7 +15,9 @@ from paramtx._core.base import GradientTransformation, Params, Updates, rebuilda
 from paramtx._lift import lift
 from paramtx._lift.ops import DatumOp, Dense, Op, Result, Scaled, Scattered
 from paramtx._lift.param_ndim import datum_size
+from paramtx._lift.settings import per_datum
 from paramtx._transforms import sparsity
+from paramtx._transforms.inject import schedulable
 
 
 class TopQState(NamedTuple):
@@ -97,17 +99,19 @@ def sparsifying_transform(
     api: str,
     op: Op,
     *,
-    q: float,
+    q: Union[float, torch.Tensor],
     dq: float,
-    param_ndim: Optional[int],
+    param_ndim: Any,
     seed: int,
     **options: Any,
 ) -> GradientTransformation:
     """A transform applying ``op`` per datum with ``keep = round((1 - q) * D)``,
-    and ``q`` drawn per leaf and step if ``dq > 0`` (see :mod:`paramtx._transforms.sparsity`)."""
-    q = _validate.check_real(api, "q", q, low=0.0, high=1.0)
+    and ``q`` drawn per leaf and step if ``dq > 0`` (see :mod:`paramtx._transforms.sparsity`).
+
+    ``q`` may be a tensor of one per datum; ``options`` tensors are per-datum settings."""
+    q = _validate.check_setting(api, "q", q, _validate.UNIT_INTERVAL)
     dq = _validate.check_real(api, "dq", dq, low=0.0, high=1.0)
-    param_ndim = _validate.check_param_ndim(api, param_ndim)
+    param_ndim = _validate.check_param_ndim_spec(api, param_ndim)
     seed = _validate.check_int(api, "seed", seed, low=0)
     if seed >= 2**63:
         raise ValueError(f"{api}: seed must satisfy seed < 2**63, got {seed!r}")
@@ -123,21 +127,32 @@ def sparsifying_transform(
         del params
         _validate.check_state(api, state, TopQState)
         leaves, spec = _tree.checked_leaves(api, updates)
+        ndims = _tree.leaf_param_ndims(api, param_ndim, updates, leaves, spec)
         present = [i for i, leaf in enumerate(leaves) if leaf is not None]
-        drawn = sparsity.levels(q, dq, state.seed, state.count, len(present))
+        per_datum_q = isinstance(q, torch.Tensor)
+        if per_datum_q:  # uniforms, each mapped onto each datum's own range
+            drawn = sparsity.uniforms(state.seed, state.count, len(present)) if dq else None
+        else:  # levels
+            drawn = sparsity.levels(cast(float, q), dq, state.seed, state.count, len(present))
+        settings = {key: per_datum(key, value, _validate.NON_NEGATIVE) for key, value in options.items()}
         out = list(leaves)
         for j, i in enumerate(present):
-            leaf = leaves[i]
-            level = None if drawn is None else drawn[j]
-            keep, bound = sparsity.kept(q, dq, level, datum_size(api, leaf.shape, param_ndim))
-            out[i] = lift.map_data(api, op, param_ndim, leaf, keep=keep, bound=bound, **options)
+            leaf, ndim = leaves[i], ndims[i]
+            size = datum_size(api, leaf.shape, ndim)
+            draw = None if drawn is None else drawn[j]
+            if per_datum_q:
+                keep, bound = sparsity.keep_for(q, dq, draw, size)
+            else:
+                keep, bound = sparsity.kept(cast(float, q), dq, draw, size)
+            out[i] = lift.map_data(api, op, ndim, leaf, keep=keep, bound=bound, **settings)
         return _tree.unflatten(spec, out), TopQState(state.seed, state.count + 1)
 
     return GradientTransformation(init_fn, update_fn)
 
 
+@schedulable("q")
 @rebuildable
-def top_q(q: float, dq: float = 0.0, param_ndim: Optional[int] = -1, seed: int = 0) -> GradientTransformation:
+def top_q(q: Union[float, torch.Tensor], dq: float = 0.0, param_ndim: Any = -1, seed: int = 0) -> GradientTransformation:
     """Keep the ``round((1 - q) * D)`` largest-magnitude elements of each datum, zero the rest.
 
     Scope: per datum (``D`` = elements per datum; the ``param_ndim`` rule:
@@ -149,9 +164,13 @@ def top_q(q: float, dq: float = 0.0, param_ndim: Optional[int] = -1, seed: int =
 
     Args:
         q: the fraction of each datum to drop, in ``[0, 1]``: ``q=0.9`` keeps the top 10%.
+            A tensor gives one ``q`` per datum (broadcastable to the batch shape;
+            each datum is then ranked whole and masked by its own count; a datum
+            whose ``q`` is NaN or outside ``[0, 1]`` comes out as NaNs).
         dq: if positive, each step draws one ``q`` per update leaf uniformly
             from ``[max(0, q - dq), min(1, q + dq)]``.
-        param_ndim: which trailing dims form one datum.
+        param_ndim: which trailing dims form one datum; per leaf, a pytree of them
+            or a callable ``(path, shape)`` (see :func:`paramtx.to_batch`).
         seed: seeds the ``dq`` draws, ``0 <= seed < 2**63``. The state holds
             ``(seed, count)`` as tensors and each draw is a hash of them (traced
             under ``torch.compile`` and ``torch.func``, the same on every
@@ -170,6 +189,9 @@ def top_q(q: float, dq: float = 0.0, param_ndim: Optional[int] = -1, seed: int =
         TopQState(seed=tensor(0), count=tensor(1))
         >>> ptx.top_q(q=0.5, param_ndim=1).update(g, state)[0]   # 1 of 2 per row
         tensor([[ 0.0000,  1.0000],
+                [-2.5000,  0.0000]])
+        >>> ptx.top_q(q=torch.tensor([0.0, 0.5])).update(g, state)[0]   # one q per row
+        tensor([[ 0.5000,  1.0000],
                 [-2.5000,  0.0000]])
     """
     return sparsifying_transform("top_q", TOP_Q, q=q, dq=dq, param_ndim=param_ndim, seed=seed)

@@ -16,12 +16,13 @@ from torch.optim import Optimizer
 
 from paramtx._core import validate as _validate
 from paramtx._lift import lift
-from paramtx._transforms.frank_wolfe import FW_STEP, frank_wolfe_rate
+from paramtx._lift.settings import per_datum
+from paramtx._transforms.frank_wolfe import FW_STEP, step_weight
 from paramtx._transforms.lmo import L1_LMO
 from paramtx._transforms.normalize import TINY
 from paramtx.optim.lp_space import BallRadius, L1qNormedGradientOptim, L2NormedGradientOptim, SignedGradientOptim
 from paramtx.optim.groups import CheckedGroups, check_parameters, setting
-from paramtx.optim.optimizer import OptimParams
+from paramtx.optim.optimizer import OptimParams, check_real_in_groups
 
 __all__ = ["FrankWolfe", "L1FrankWolfe", "L1qFrankWolfe", "L2FrankWolfe", "LinfFrankWolfe"]
 
@@ -35,7 +36,8 @@ class FrankWolfe(CheckedGroups, Optimizer):
     default schedule (``k``: this parameter's step index, from 0, kept in
     ``state[p]["step"]``) and :math:`\alpha_k = lr` otherwise, where ``0 <= lr <= 1``
     must hold. The maths is :func:`paramtx.frank_wolfe`'s. ``lr`` and
-    ``lmo_scaling_factor`` can be set per parameter group.
+    ``lmo_scaling_factor`` can be set per parameter group, as numbers or tensors
+    of one value per datum (by the group's ``param_ndim``, ``-1`` if it has none).
 
     Example:
         >>> import torch
@@ -69,10 +71,11 @@ class FrankWolfe(CheckedGroups, Optimizer):
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         where = self._where(group)
-        high = None if self._use_default_lr_schedule else 1.0
-        _validate.check_real(where, "lr", setting(where, group, "lr"), low=0.0, high=high)
-        _validate.check_real(where, "lmo_scaling_factor", setting(where, group, "lmo_scaling_factor"))
         check_parameters(where, group)
+        high = None if self._use_default_lr_schedule else 1.0
+        # numbers, or tensors of one per datum (param_ndim: the group's, if it has one)
+        check_real_in_groups(where, group, "lr", per="datum", low=0.0, high=high)
+        check_real_in_groups(where, group, "lmo_scaling_factor", per="datum")
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -98,14 +101,17 @@ class FrankWolfe(CheckedGroups, Optimizer):
                 loss = closure()
         api = self._api()
         for group in self.param_groups:
-            lr, scale = group["lr"], group["lmo_scaling_factor"]
+            lr_bounds = _validate.Bounds(low=0.0, high=None if self._use_default_lr_schedule else 1.0)
+            lr = per_datum("lr", group["lr"], lr_bounds)
+            scale = per_datum("lmo_scaling_factor", group["lmo_scaling_factor"], _validate.UNBOUNDED)
+            param_ndim = group.get("param_ndim", -1)  # (tensor settings: one value per datum)
             for param in group["params"]:
                 if param.grad is None:
                     continue
                 state = self.state[param]
                 count = state.get("step", 0)
-                alpha = frank_wolfe_rate(lr, count, self._use_default_lr_schedule, self._eps)
-                lift.apply_(api, FW_STEP, None, param, param.grad, alpha=alpha, epsilon=scale)
+                alpha = step_weight(lr, count, self._use_default_lr_schedule, self._eps)
+                lift.apply_(api, FW_STEP, param_ndim, param, param.grad, alpha=alpha, epsilon=scale)
                 state["step"] = count + 1
         return loss
 
@@ -118,7 +124,8 @@ class _FrankWolfeBall(BallRadius):
 
 
 def _check_epsilon(api: str, epsilon: object) -> None:
-    _validate.check_real(api, "epsilon", epsilon, low=0.0, low_inclusive=False)
+    # (a tensor, one radius per datum, is checked against the parameters with the groups)
+    _validate.check_setting(api, "epsilon", epsilon, _validate.POSITIVE)
 
 
 class L1FrankWolfe(_FrankWolfeBall):

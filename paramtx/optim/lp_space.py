@@ -15,10 +15,11 @@ from torch.optim import SGD
 
 from paramtx._core import validate as _validate
 from paramtx._lift import lift
+from paramtx._lift.settings import per_datum
 from paramtx._transforms.elementwise import CLAMP, SIGN
 from paramtx._transforms.lmo import L1Q_LMO
 from paramtx._transforms.normalize import NORMALIZE, TINY, datum_norms
-from paramtx._transforms.projections import L2_BALL
+from paramtx._transforms.projections import L2_BALL, linf_bounds
 from paramtx.optim.misc import TopQGradientOptimizer, check_generator, kept_per_datum, start_dq_stream
 from paramtx.optim.optimizer import (
     ChainedParamTransformingOptimizer,
@@ -51,7 +52,9 @@ class BallRadius(ParamTransformingOptimizer):
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
         where = self._where(group)
-        check_real_in_groups(where, group, self._radius_key, label=self._radius_label, low=0.0, low_inclusive=False)
+        check_real_in_groups(
+            where, group, self._radius_key, label=self._radius_label, per="datum", low=0.0, low_inclusive=False
+        )
 
 
 class _LpNormOptimizer(ParamTransformingOptimizer):
@@ -193,7 +196,9 @@ class L2ProjectedOptim(BallRadius, L2NormedGradientOptim):
 
     Scope: per datum, for both the normalization and the projection
     (:func:`paramtx.normalize`, :func:`paramtx.project_l2_ball`). ``epsilon``
-    can be set per parameter group and must be positive.
+    can be set per parameter group and must be positive; a tensor gives one
+    radius per datum (shape ``(N,)``, or 0-d; a datum whose radius is not
+    positive comes out as NaNs, as values are not read on the host).
 
     Example:
         >>> import torch
@@ -233,7 +238,8 @@ class L2ProjectedOptim(BallRadius, L2NormedGradientOptim):
         )
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        lift.apply_(self._api(), L2_BALL, -1, param, epsilon=optim_group["epsilon"])
+        radius = per_datum("epsilon", optim_group["epsilon"], _validate.POSITIVE)
+        lift.apply_(self._api(), L2_BALL, -1, param, epsilon=radius)
 
 
 class LinfProjectedOptim(BallRadius, SignedGradientOptim):
@@ -241,7 +247,8 @@ class LinfProjectedOptim(BallRadius, SignedGradientOptim):
 
     Scope: per element (:func:`paramtx.sign`, :func:`paramtx.project_linf_ball`,
     applied in place). ``epsilon`` can be set per parameter group and must be
-    positive.
+    positive; a tensor gives one radius per datum (with ``param_ndim=-1``, say),
+    as in :class:`L2ProjectedOptim`.
 
     Example:
         >>> import torch
@@ -278,8 +285,8 @@ class LinfProjectedOptim(BallRadius, SignedGradientOptim):
         )
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        epsilon = optim_group["epsilon"]
-        lift.apply_(self._api(), CLAMP, None, param, low=-epsilon, high=epsilon)
+        low, high = linf_bounds(optim_group["epsilon"])
+        lift.apply_(self._api(), CLAMP, -1, param, low=low, high=high)
 
 
 class L1qNormedGradientOptim(ChainedParamTransformingOptimizer):

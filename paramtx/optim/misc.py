@@ -14,6 +14,7 @@ from torch.optim import SGD
 
 from paramtx._core import validate as _validate
 from paramtx._lift import lift
+from paramtx._lift.settings import per_element
 from paramtx._transforms import sparsity
 from paramtx._transforms.elementwise import CLAMP
 from paramtx._transforms.top_q import TOP_Q
@@ -54,15 +55,14 @@ def kept_per_datum(optimizer: ParamTransformingOptimizer, group: Dict[str, Any],
     ``load_state_dict()`` resume the same sequence of draws.
     """
     q, dq = group["q"], group["dq"]
-    level = None
+    draw = None
     if dq:
         stream = optimizer.state[DQ_STREAM]
-        drawn = sparsity.levels(q, dq, stream["seed"], stream["count"], 1)
-        assert drawn is not None  # dq > 0
-        level = drawn[0]
+        draw = sparsity.uniforms(stream["seed"], stream["count"], 1)[0]
         # a new dict each time: load_state_dict adopts the saved one without copying it
         optimizer.state[DQ_STREAM] = {"seed": stream["seed"], "count": stream["count"] + 1}
-    return sparsity.kept(q, dq, level, math.prod(batch.shape[1:]))
+    # (q may be a tensor of one per datum: then keep is a per-datum setting)
+    return sparsity.keep_for(q, dq, draw, math.prod(batch.shape[1:]))
 
 
 def check_generator(api: str, generator: object) -> Optional[torch.Generator]:
@@ -72,6 +72,15 @@ def check_generator(api: str, generator: object) -> Optional[torch.Generator]:
             f"{api}: generator must be a torch.Generator or None, got {generator!r} (type {type(generator).__name__})"
         )
     return generator
+
+
+def clamp_bounds(group: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``CLAMP`` options of a group's ``clamp_min``/``clamp_max`` (numbers, or tensors
+    of one bound per element, NaN where ``clamp_min > clamp_max``)."""
+    low, high = group["clamp_min"], group["clamp_max"]
+    if low is not None and high is not None and (isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor)):
+        low, high = _validate.nan_where_empty(low, high)
+    return dict(low=per_element("clamp_min", low), high=per_element("clamp_max", high))
 
 
 class _ClampedOptim(ParamTransformingOptimizer):
@@ -94,11 +103,14 @@ class _ClampedOptim(ParamTransformingOptimizer):
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
         where = self._where(group)
-        low = _validate.check_optional_real(where, "clamp_min", setting(where, group, "clamp_min"))
-        high = _validate.check_optional_real(where, "clamp_max", setting(where, group, "clamp_max"))
+        for key in ("clamp_min", "clamp_max"):  # numbers, or tensors of one per element of the batch view
+            if setting(where, group, key) is not None:
+                check_real_in_groups(where, group, key, per="element")
+        low, high = group["clamp_min"], group["clamp_max"]
         if low is None and high is None:
             raise ValueError(f"{where}: clamp_min or clamp_max must be given, got clamp_min=None, clamp_max=None")
-        if low is not None and high is not None and low > high:
+        tensors = isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor)  # (values not read: NaN if empty)
+        if low is not None and high is not None and not tensors and low > high:
             raise ValueError(
                 f"{where}: clamp_min must satisfy clamp_min <= clamp_max, got clamp_min={low!r}, clamp_max={high!r}"
             )
@@ -108,7 +120,8 @@ class ClampedGradientOptimizer(_ClampedOptim):
     """Clamp each gradient element into ``[clamp_min, clamp_max]`` before ``InnerOpt.step()``.
 
     Scope: per element (``param_ndim`` has no effect). Either bound may be
-    ``None``; both can be set per parameter group. The clamp is
+    ``None``; both can be set per parameter group, as numbers or tensors of one
+    bound per element (broadcastable to the hook's batch view). The clamp is
     :func:`paramtx.clamp`, applied in place (a NaN or infinite element becomes NaN).
 
     Example:
@@ -125,8 +138,7 @@ class ClampedGradientOptimizer(_ClampedOptim):
     def _pre_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
         if param.grad is None:
             return
-        low, high = optim_group["clamp_min"], optim_group["clamp_max"]
-        lift.apply_(self._api(), CLAMP, None, param.grad, low=low, high=high)
+        lift.apply_(self._api(), CLAMP, None, param.grad, **clamp_bounds(optim_group))
 
 
 class ClampedParameterOptimizer(_ClampedOptim):
@@ -147,8 +159,7 @@ class ClampedParameterOptimizer(_ClampedOptim):
     """
 
     def _post_step_transform_(self, param: torch.Tensor, optim_group: Dict[str, Any]) -> None:
-        low, high = optim_group["clamp_min"], optim_group["clamp_max"]
-        lift.apply_(self._api(), CLAMP, None, param, low=low, high=high)
+        lift.apply_(self._api(), CLAMP, None, param, **clamp_bounds(optim_group))
 
 
 class TopQGradientOptimizer(ParamTransformingOptimizer):
@@ -156,7 +167,8 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
 
     Then ``InnerOpt.step()`` updates the parameters. Scope: per datum (``D``
     elements; the ``param_ndim`` rule of :func:`paramtx.to_batch`); the maths is
-    :func:`paramtx.top_q`'s. ``q`` and ``dq`` can be set per parameter group.
+    :func:`paramtx.top_q`'s. ``q`` and ``dq`` can be set per parameter group;
+    ``q`` may be a tensor of one per datum (shape ``(N,)``, or 0-d).
 
     With ``dq > 0`` each parameter draws its own ``q`` at each step, uniformly
     from ``[max(0, q - dq), min(1, q + dq)]``. The draws come from a stream
@@ -195,7 +207,7 @@ class TopQGradientOptimizer(ParamTransformingOptimizer):
 
     def _check_param_group(self, group: Dict[str, Any]) -> None:
         super()._check_param_group(group)
-        check_real_in_groups(self._where(group), group, "q", low=0.0, high=1.0)
+        check_real_in_groups(self._where(group), group, "q", per="datum", low=0.0, high=1.0)
         check_real_in_groups(self._where(group), group, "dq", low=0.0, high=1.0)
 
     def _prepare_step_(self) -> None:

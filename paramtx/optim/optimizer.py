@@ -34,6 +34,7 @@ from paramtx._core import validate as _validate
 from paramtx._lift import lift
 from paramtx._lift.dtensor import same_memory
 from paramtx._lift.param_ndim import batch_shape, datum_ndim, view_or_none
+from paramtx._lift.settings import check_fits
 from paramtx._transforms.elementwise import ADD, SCALE
 from paramtx.optim.groups import CheckedGroups, check_inner_settings, check_parameters, labelled, serving, setting
 
@@ -149,13 +150,27 @@ def with_defaults(defaults: Optional[Dict[str, Any]], **settings: Any) -> Dict[s
     return merged
 
 
-def check_real_in_groups(where: str, group: dict, name: str, *, label: Optional[str] = None, **bounds: Any) -> None:
+def check_real_in_groups(
+    where: str, group: dict, name: str, *, label: Optional[str] = None, per: Optional[str] = None, **bounds: Any
+) -> None:
     """``group[name]`` is a real number within ``bounds`` (see ``_validate.check_real``);
-    messages call it ``label`` (default: ``name``)."""
+    messages call it ``label`` (default: ``name``).
+
+    With ``per`` (``"datum"`` or ``"element"``) it may also be a tensor: one value per
+    datum of each parameter of the group, as its hooks see it (broadcastable to
+    ``(N,)``), or per element of that batch view. Its values are not read (that
+    would need a host sync): the op makes a datum NaN where its value is invalid.
+    """
     value = setting(where, group, name)
     if value is REQUIRED:
         raise ValueError(f"{where}: {name} is required: pass {name}=... or give every parameter group a {name!r}")
-    _validate.check_real(where, label or name, value, **bounds)
+    if per is None or not isinstance(value, torch.Tensor):
+        _validate.check_real(where, label or name, value, **bounds)
+        return
+    _validate.check_setting(where, label or name, value)
+    for param in group["params"]:  # (the hooks see each parameter as its batch, data along dim 0)
+        shape = batch_shape(where, param.shape, group.get("param_ndim", -1))
+        check_fits(where, label or name, value, shape, -1, per=per)
 
 
 class ParamTransformingOptimizer(CheckedGroups, Optimizer):

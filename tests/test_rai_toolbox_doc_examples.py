@@ -1,14 +1,14 @@
-"""The examples of rai-toolbox 0.2.1's documentation pages (``shared/seeds/000…003``),
-run as doctests with only the import changed to ``paramtx.optim``.
+"""The examples of rai-toolbox 0.2.1's optimizer documentation pages, run as
+doctests with only the import changed to ``paramtx.optim``.
 
-Each example is the seed's code with the output the code truly prints. The
+Each example is the page's code with the output the code truly prints. The
 same text is also run against ``rai_toolbox.optim`` itself, which shows that
 the outputs below are rai-toolbox's under this torch, not ours alone.
 
-Seed defects interpreted here (the pages were scraped from docs built with an
-older torch; the values printed are the seed's in every case):
+Defects of the pages interpreted here (the pages were built with an older torch;
+the values printed are the pages' in every case):
 
-* seed 002 (``ChainedParamTransformingOptimizer``):
+* the ``ChainedParamTransformingOptimizer`` page:
   - the first repr is printed right after the assignment ``optim = ...(...)``,
     which prints nothing; we add the line ``>>> optim`` that prints it;
   - both reprs lack ``differentiable: False``, ``foreach: None`` and
@@ -19,9 +19,9 @@ older torch; the values printed are the seed's in every case):
     parameter groups, and stops before group 1's ``weight_decay: 0`` and the
     closing ``)``;
   - ``x2.grad``'s second row lost its alignment (whitespace only).
-* seed 003 (``TopQGradientOptimizer``): the loops print ``x:`` and ``---``
-  lines (``f"grad (q={q})\\n{x.grad}\\nx:\\n{x}\\n---"``) that the scrape dropped.
-* seeds 000 and 001: none.
+* the ``TopQGradientOptimizer`` page: the loops print ``x:`` and ``---``
+  lines (``f"grad (q={q})\\n{x.grad}\\nx:\\n{x}\\n---"``) that the page dropped.
+* the other pages: none.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import warnings
 import pytest
 import torch
 
-SEED_000_L1Q_FRANK_WOLFE = r"""
+PAGE_L1Q_FRANK_WOLFE = r"""
 >>> import torch as tr
 >>> from rai_toolbox.optim import L1qFrankWolfe
 >>> x = tr.tensor([1.0, 1.0, 1.0], requires_grad=True)
@@ -48,7 +48,7 @@ SEED_000_L1Q_FRANK_WOLFE = r"""
 tensor([ 0.0000, -0.9000, -0.9000], requires_grad=True)
 """
 
-SEED_001_L2_PROJECTED = r"""
+PAGE_L2_PROJECTED = r"""
 >>> import torch as tr
 >>> from rai_toolbox.optim import L2ProjectedOptim
 >>> x = tr.tensor([-1.0, 1.0], requires_grad=True)
@@ -65,7 +65,7 @@ tensor([-0.7885,  0.1353], requires_grad=True)
 0.800000011920929
 """
 
-SEED_002_CHAINED = r"""
+PAGE_CHAINED = r"""
 >>> from rai_toolbox.optim import (
 ... ChainedParamTransformingOptimizer,
 ... ClampedGradientOptimizer,
@@ -157,7 +157,7 @@ tensor([[0.0000, 0.0000, 2.8000],
         [0.0000, 0.0000, 2.8000]])
 """
 
-SEED_003_TOP_Q = r"""
+PAGE_TOP_Q = r"""
 >>> import torch as tr
 >>> from rai_toolbox.optim import TopQGradientOptimizer
 >>> gradient = tr.tensor([[0.5,   1.0],
@@ -234,11 +234,11 @@ tensor([[1., 1.],
 ---
 """
 
-SEEDS = {
-    "000-L1qFrankWolfe": SEED_000_L1Q_FRANK_WOLFE,
-    "001-L2ProjectedOptim": SEED_001_L2_PROJECTED,
-    "002-ChainedParamTransformingOptimizer": SEED_002_CHAINED,
-    "003-TopQGradientOptimizer": SEED_003_TOP_Q,
+PAGES = {
+    "L1qFrankWolfe": PAGE_L1Q_FRANK_WOLFE,
+    "L2ProjectedOptim": PAGE_L2_PROJECTED,
+    "ChainedParamTransformingOptimizer": PAGE_CHAINED,
+    "TopQGradientOptimizer": PAGE_TOP_Q,
 }
 
 
@@ -255,16 +255,16 @@ def run_doctest(name: str, text: str) -> tuple[int, str]:
     return runner.failures, "".join(report)
 
 
-@pytest.mark.parametrize("seed", sorted(SEEDS))
-def test_seed_example_prints_the_seed_values_on_paramtx(seed: str) -> None:
-    text = SEEDS[seed].replace("rai_toolbox.optim", "paramtx.optim")
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_doc_page_example_prints_the_page_values_on_paramtx(page: str) -> None:
+    text = PAGES[page].replace("rai_toolbox.optim", "paramtx.optim")
     assert "rai_toolbox" not in text
-    failures, report = run_doctest(seed, text)
+    failures, report = run_doctest(page, text)
     assert failures == 0, report
 
 
-@pytest.mark.parametrize("seed", sorted(SEEDS))
-def test_seed_example_prints_the_same_on_rai_toolbox(seed: str) -> None:
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_doc_page_example_prints_the_same_on_rai_toolbox(page: str) -> None:
     pytest.importorskip("rai_toolbox.optim")
-    failures, report = run_doctest(seed, SEEDS[seed])
+    failures, report = run_doctest(page, PAGES[page])
     assert failures == 0, report
