@@ -457,3 +457,14 @@ def test_second_derivatives_raise_for_every_strategy(strategy):
     (grad,) = torch.autograd.grad((f(theta) * torch.tensor([1.0, 2.0, 3.0])).sum(), theta, create_graph=True)
     with pytest.raises(NotImplementedError, match="second derivatives"):
         grad.sum().backward()
+
+
+def test_an_empty_batch_gives_an_empty_output_and_gradient():
+    theta = torch.zeros(0, 5, requires_grad=True)
+    soft = ptx.perturbed_argmax(theta, num_samples=10, seed=0)
+    assert soft.shape == (0, 5)
+    soft.sum().backward()
+    assert theta.grad is not None and theta.grad.shape == (0, 5)
+    # a generic solver whose output differs from its input in shape
+    first_two = ptx.perturbed(lambda x: x[..., :2].sign(), num_samples=10, seed=0)
+    assert first_two(torch.zeros(0, 5)).shape == (0, 2)

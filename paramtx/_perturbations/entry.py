@@ -134,7 +134,7 @@ def perturbed(
         device: where to draw the noise and call ``func`` (the input's device if
             ``None``); results come back on the input's device.
         chunk_size: how many samples to draw and solve at once; by default about
-            4 MiB of noise per chunk on one thread, 64 MiB on several (fewer
+            4 MiB of noise per chunk on one thread, 32 MiB on several (fewer
             chunks wait less for busy cores). Peak memory grows with it (a few
             times the chunk's noise), not with ``num_samples``.
         seed: a fixed seed, ``0 <= seed < 2**64``.
@@ -254,6 +254,8 @@ def wrap(spec: Spec, batched: bool) -> Callable[..., torch.Tensor]:
     @functools.wraps(spec.func)
     def perturbed_func(theta: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         _check_input(spec.api, theta, batched)
+        if batched and theta.shape[0] == 0:
+            return _no_examples(spec, theta, args, kwargs)
         # Internal layout (K, B, *event): K copies that share their noise
         # (K > 1 only under vmap), B examples with independent noise.
         theta3 = theta.unsqueeze(0) if batched else theta.reshape(1, 1, *theta.shape)
@@ -263,6 +265,18 @@ def wrap(spec: Spec, batched: bool) -> Callable[..., torch.Tensor]:
         return mean[0] if batched else mean[0, 0]
 
     return perturbed_func
+
+
+def _no_examples(spec: Spec, theta: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The output for a batch of no example: nothing to draw; the solver, called on
+    the empty batch, tells the output's shape."""
+    if spec.one_hot_index:  # the solver gives the positions of ones in θ's shape
+        return theta * 0
+    with torch.no_grad():
+        solutions = spec.func(theta.detach(), *args, **kwargs)
+    if not isinstance(solutions, torch.Tensor) or solutions.shape[:1] != (0,):
+        raise ValueError(f"{spec.api}: func must return one solution per input (dim 0 of size 0 here)")
+    return solutions.to(theta.dtype) * 0 + theta.sum() * 0  # connected to θ: a zero-size gradient
 
 
 def _call_with(func: Callable[..., Any], args: tuple, kwargs: dict, x: torch.Tensor) -> Any:

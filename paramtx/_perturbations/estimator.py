@@ -16,7 +16,7 @@ Jacobian is ``E[f(θ + σZ) s(Z)ᵀ] / σ`` with ``s = ∇ν`` the noise's score
   built in and the plain formula is used.
 
 Memory does not grow with ``num_samples``: the draws are made and solved in
-chunks (about 4 MiB of noise each on one thread, 64 MiB on several, in reused
+chunks (about 4 MiB of noise each on one thread, 32 MiB on several, in reused
 buffers) and nothing per draw is kept for backward. Backward uses one of two strategies:
 
 * ``"jacobian"``: forward also accumulates the Jacobian estimate, one
@@ -49,9 +49,11 @@ from paramtx._perturbations.noise import NoiseDraw, NoiseSampler
 # 2-core CPU (benchmarks/bench_perturbed.py). On several threads every op of a
 # chunk is a parallel region whose threads wait for each other at its end: on a
 # busy machine that waiting dominates, and a few large chunks ran 3x-5x faster
-# than many small ones.
+# than many small ones. 32 MiB keeps that (1.2x optax's speed with two busy loops
+# beside it) and the memory of N=1e5, B=32, D=100 draws 20x below keeping every
+# draw; 64 MiB was no faster on a quiet machine and took 1.3x the memory.
 _CHUNK_BYTES = 4 * 2**20
-_CHUNK_BYTES_THREADED = 64 * 2**20
+_CHUNK_BYTES_THREADED = 32 * 2**20
 # "auto" builds the Jacobian when it holds at most this many bytes ...
 _JACOBIAN_MAX_BYTES = 64 * 2**20
 # ... and costs at most this many multiply-adds per draw, per unit of the

@@ -240,6 +240,8 @@ def perturbed_sort(
     if theta.numel() == 0:  # no list, or lists of no score: nothing to draw
         return theta * 0
     lists = theta.reshape(1, -1, theta.shape[-1])  # (K=1 copy, B lists, n)
+    # the chunk length fixed now: a recomputing backward then redraws the same chunks
+    spec = _estimator.with_chunk_size(spec, lists)
     want_jacobian = torch.is_grad_enabled() and theta.requires_grad
     mean, _, _ = _PerturbedSort.apply(lists, spec, want_jacobian)
     return mean.reshape(theta.shape)
