@@ -131,7 +131,7 @@ class _JacobianVJP(torch.autograd.Function):
     """``(cotangents (K, B, *out), jacobian (K, B, out, in), θ) ↦ (K, B, *event)``.
 
     The product with the Jacobian estimate built in forward. ``θ`` is an input
-    only so that a second derivative raises, as with :class:`_PerturbedVJP`,
+    only so that a second derivative raises, as with ``_PerturbedVJP``,
     instead of silently treating the estimate as constant in ``θ``.
     """
 
@@ -151,39 +151,46 @@ class _JacobianVJP(torch.autograd.Function):
         raise NotImplementedError("perturbed: second derivatives are not supported")
 
 
-class _PerturbedVJP(torch.autograd.Function):
-    """``(cotangents (C, K, B, *out), θ, seed) ↦ (C, K, B, *event)`` by redrawing the noise."""
+def recomputing_vjp(api: str, vjp: Callable[[torch.Tensor, torch.Tensor, int, Spec], torch.Tensor]) -> Any:
+    """An autograd Function ``(cotangents (C, K, B, *out), θ, seed, spec) ↦ (C, K, B, *event)``
+    that redraws the noise: ``vjp(grads, θ, seed, spec)``, with a vmap rule (more
+    cotangents, or more copies of θ sharing the noise). A second derivative raises,
+    naming ``api``.
+    """
 
-    @staticmethod
-    def forward(grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
-        return _recomputed_vjp(grads, theta, int(seed) % 2**64, spec)
+    class RecomputedVJP(torch.autograd.Function):
+        @staticmethod
+        def forward(grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
+            return vjp(grads, theta, int(seed) % 2**64, spec)
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
-        pass
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+            pass
 
-    @staticmethod
-    def backward(ctx: Any, *grads: Any):
-        raise NotImplementedError("perturbed: second derivatives are not supported")
+        @staticmethod
+        def backward(ctx: Any, *grads: Any):
+            raise NotImplementedError(f"{api}: second derivatives are not supported")
 
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
-        grads_dim, theta_dim = in_dims[0], in_dims[1]
-        if in_dims[2] is not None:
-            raise NotImplementedError("perturbed: the saved seed cannot be vmapped")
-        if theta_dim is None:  # more cotangents for the same θ
-            grads = grads.movedim(grads_dim, 0)
-            v, c = grads.shape[:2]
-            out = _PerturbedVJP.apply(grads.flatten(0, 1), theta, seed, spec)
-            return out.unflatten(0, (v, c)), 0
-        theta = theta.movedim(theta_dim, 0)  # more copies of θ
-        v, k = theta.shape[:2]
-        if grads_dim is None:
-            grads = grads.unsqueeze(1).expand(grads.shape[0], v, *grads.shape[1:])
-        else:
-            grads = grads.movedim(grads_dim, 1)
-        out = _PerturbedVJP.apply(grads.flatten(1, 2), theta.flatten(0, 1), seed, spec)
-        return out.unflatten(1, (v, k)), 1
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple, grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
+            grads_dim, theta_dim = in_dims[0], in_dims[1]
+            if in_dims[2] is not None:
+                raise NotImplementedError(f"{api}: the saved seed cannot be vmapped")
+            if theta_dim is None:  # more cotangents for the same θ
+                grads = grads.movedim(grads_dim, 0)
+                v, c = grads.shape[:2]
+                out = RecomputedVJP.apply(grads.flatten(0, 1), theta, seed, spec)
+                return out.unflatten(0, (v, c)), 0
+            theta = theta.movedim(theta_dim, 0)  # more copies of θ
+            v, k = theta.shape[:2]
+            if grads_dim is None:
+                grads = grads.unsqueeze(1).expand(grads.shape[0], v, *grads.shape[1:])
+            else:
+                grads = grads.movedim(grads_dim, 1)
+            out = RecomputedVJP.apply(grads.flatten(1, 2), theta.flatten(0, 1), seed, spec)
+            return out.unflatten(1, (v, k)), 1
+
+    return RecomputedVJP
 
 
 def _forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
@@ -261,6 +268,9 @@ def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: S
     total = total.add_(weight_sum * correction)
     grad = total / _divisor(spec)
     return grad.reshape(c, *theta.shape).to(theta)
+
+
+_PerturbedVJP = recomputing_vjp("perturbed", _recomputed_vjp)
 
 
 class _Chunk(NamedTuple):

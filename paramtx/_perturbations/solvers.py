@@ -370,36 +370,4 @@ def _recomputed_sort_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, sp
     return (total / spec.num_samples).to(theta)
 
 
-class _RecomputedSortVJP(torch.autograd.Function):
-    """``(cotangents (C, K, B, n), θ, seed) ↦ (C, K, B, n)`` by redrawing the permutations."""
-
-    @staticmethod
-    def forward(grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
-        return _recomputed_sort_vjp(grads, theta, int(seed) % 2**64, spec)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
-        pass
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any):
-        raise NotImplementedError("perturbed_sort: second derivatives are not supported")
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, grads: torch.Tensor, theta: torch.Tensor, seed: torch.Tensor, spec: Spec):
-        grads_dim, theta_dim = in_dims[0], in_dims[1]
-        if in_dims[2] is not None:
-            raise NotImplementedError("perturbed_sort: the saved seed cannot be vmapped")
-        if theta_dim is None:  # more cotangents for the same θ
-            grads = grads.movedim(grads_dim, 0)
-            v, c = grads.shape[:2]
-            out = _RecomputedSortVJP.apply(grads.flatten(0, 1), theta, seed, spec)
-            return out.unflatten(0, (v, c)), 0
-        theta = theta.movedim(theta_dim, 0)  # more copies of θ
-        v, k = theta.shape[:2]
-        if grads_dim is None:
-            grads = grads.unsqueeze(1).expand(grads.shape[0], v, *grads.shape[1:])
-        else:
-            grads = grads.movedim(grads_dim, 1)
-        out = _RecomputedSortVJP.apply(grads.flatten(1, 2), theta.flatten(0, 1), seed, spec)
-        return out.unflatten(1, (v, k)), 1
+_RecomputedSortVJP = _estimator.recomputing_vjp("perturbed_sort", _recomputed_sort_vjp)
