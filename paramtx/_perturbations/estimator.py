@@ -88,50 +88,64 @@ def example_poison(theta: torch.Tensor, ndim: int) -> torch.Tensor:
     return poison.reshape(*poison.shape, *(1,) * (ndim - 2))
 
 
-class PerturbedMean(torch.autograd.Function):
-    """``θ (K, B, *event) ↦ (mean (K, B, *out), jacobian or empty, seed)``."""
+def perturbed_function(
+    api: str,
+    forward: Callable[[torch.Tensor, Spec, bool], tuple],
+    recomputed_vjp: Callable[[torch.Tensor, torch.Tensor, int, Spec], torch.Tensor],
+) -> Any:
+    """An autograd Function ``θ (K, B, *event) ↦ (mean (K, B, *out), jacobian or empty, seed)``.
 
-    @staticmethod
-    def forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
-        return _forward(theta, spec, want_jacobian)
+    ``forward(θ, spec, want_jacobian)`` computes the triple; backward multiplies
+    by the Jacobian estimate where forward built one (``(K, B, out, in)``), and
+    otherwise redraws the noise from the seed with ``recomputed_vjp`` (see
+    :func:`recomputing_vjp`). Under vmap the copies become more copies ``K``,
+    which share their noise. ``api`` names the caller in errors.
+    """
+    redrawn = recomputing_vjp(api, recomputed_vjp)
 
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        theta, spec, _ = inputs
-        _, jacobian, seed = output
-        ctx.mark_non_differentiable(jacobian, seed)
-        ctx.set_materialize_grads(False)
-        ctx.spec = spec
-        ctx.save_for_backward(theta, jacobian, seed)
+    class Perturbed(torch.autograd.Function):
+        @staticmethod
+        def forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
+            return forward(theta, spec, want_jacobian)
 
-    @staticmethod
-    def backward(ctx: Any, grad_mean: Optional[torch.Tensor], _grad_jacobian: Any, _grad_seed: Any):
-        if grad_mean is None:
-            return None, None, None
-        theta, jacobian, seed = ctx.saved_tensors
-        if jacobian.dim() == 4:  # (K, B, out_size, in_size), built by forward
-            grad = _JacobianVJP.apply(grad_mean, jacobian, theta)
-        else:
-            grad = _PerturbedVJP.apply(grad_mean.unsqueeze(0), theta, seed, ctx.spec)[0]
-        return grad + example_poison(theta, grad.dim()), None, None
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+            theta, spec, _ = inputs
+            _, jacobian, seed = output
+            ctx.mark_non_differentiable(jacobian, seed)
+            ctx.set_materialize_grads(False)
+            ctx.spec = spec
+            ctx.save_for_backward(theta, jacobian, seed)
 
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, theta: torch.Tensor, spec: Spec, want_jacobian: bool):
-        # The vmapped copies become more copies K: they share the noise.
-        theta = theta.movedim(in_dims[0], 0)
-        v, k = theta.shape[:2]
-        mean, jacobian, seed = PerturbedMean.apply(theta.flatten(0, 1), spec, want_jacobian)
-        jacobian_dim = None
-        if jacobian.dim() == 4:
-            jacobian, jacobian_dim = jacobian.unflatten(0, (v, k)), 0
-        return (mean.unflatten(0, (v, k)), jacobian, seed), (0, jacobian_dim, None)
+        @staticmethod
+        def backward(ctx: Any, grad_mean: Optional[torch.Tensor], _grad_jacobian: Any, _grad_seed: Any):
+            if grad_mean is None:
+                return None, None, None
+            theta, jacobian, seed = ctx.saved_tensors
+            if jacobian.dim() == 4:  # (K, B, out_size, in_size), built by forward
+                grad = _JacobianVJP.apply(grad_mean, jacobian, theta)
+            else:
+                grad = redrawn.apply(grad_mean.unsqueeze(0), theta, seed, ctx.spec)[0]
+            return grad + example_poison(theta, grad.dim()), None, None
+
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple, theta: torch.Tensor, spec: Spec, want_jacobian: bool):
+            theta = theta.movedim(in_dims[0], 0)
+            v, k = theta.shape[:2]
+            mean, jacobian, seed = Perturbed.apply(theta.flatten(0, 1), spec, want_jacobian)
+            jacobian_dim = None
+            if jacobian.dim() == 4:
+                jacobian, jacobian_dim = jacobian.unflatten(0, (v, k)), 0
+            return (mean.unflatten(0, (v, k)), jacobian, seed), (0, jacobian_dim, None)
+
+    return Perturbed
 
 
 class _JacobianVJP(torch.autograd.Function):
     """``(cotangents (K, B, *out), jacobian (K, B, out, in), θ) ↦ (K, B, *event)``.
 
     The product with the Jacobian estimate built in forward. ``θ`` is an input
-    only so that a second derivative raises, as with ``_PerturbedVJP``,
+    only so that a second derivative raises, as with :func:`recomputing_vjp`,
     instead of silently treating the estimate as constant in ``θ``.
     """
 
@@ -270,7 +284,8 @@ def _recomputed_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, spec: S
     return grad.reshape(c, *theta.shape).to(theta)
 
 
-_PerturbedVJP = recomputing_vjp("perturbed", _recomputed_vjp)
+PerturbedMean = perturbed_function("perturbed", _forward, _recomputed_vjp)
+"""``θ (K, B, *event) ↦ (mean (K, B, *out), jacobian or empty, seed)`` of ``spec.func``'s solutions."""
 
 
 class _Chunk(NamedTuple):

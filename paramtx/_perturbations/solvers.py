@@ -274,49 +274,6 @@ def _per_list(spec: Spec, theta: torch.Tensor) -> torch.Tensor:
     return wrap(spec, True)(lists).reshape(theta.shape)
 
 
-class _PerturbedSort(torch.autograd.Function):
-    """``θ (K, B, n) ↦ (E[sort(θ + σZ)] (K, B, n), E[P] (K, B, n, n) or empty, seed)``.
-
-    ``K`` copies share their noise (``K > 1`` only under vmap), the ``B`` lists
-    have independent noise, as in :class:`~paramtx._perturbations.estimator.PerturbedMean`.
-    """
-
-    @staticmethod
-    def forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
-        return _sort_forward(theta, spec, want_jacobian)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
-        theta, spec, _ = inputs
-        _, expected_permutation, seed = output
-        ctx.mark_non_differentiable(expected_permutation, seed)
-        ctx.set_materialize_grads(False)
-        ctx.spec = spec
-        ctx.save_for_backward(theta, expected_permutation, seed)
-
-    @staticmethod
-    def backward(ctx: Any, grad_mean: Optional[torch.Tensor], _grad_permutation: Any, _grad_seed: Any):
-        if grad_mean is None:
-            return None, None, None
-        theta, expected_permutation, seed = ctx.saved_tensors
-        if expected_permutation.dim() == 4:  # g ↦ gᵀ E[P], the product with the Jacobian
-            grad = _estimator._JacobianVJP.apply(grad_mean, expected_permutation, theta)
-        else:
-            grad = _RecomputedSortVJP.apply(grad_mean.unsqueeze(0), theta, seed, ctx.spec)[0]
-        return grad + example_poison(theta, grad.dim()), None, None
-
-    @staticmethod
-    def vmap(info: Any, in_dims: tuple, theta: torch.Tensor, spec: Spec, want_jacobian: bool):
-        # The vmapped copies become more copies K: they share the noise.
-        theta = theta.movedim(in_dims[0], 0)
-        v, k = theta.shape[:2]
-        mean, expected_permutation, seed = _PerturbedSort.apply(theta.flatten(0, 1), spec, want_jacobian)
-        permutation_dim = None
-        if expected_permutation.dim() == 4:
-            expected_permutation, permutation_dim = expected_permutation.unflatten(0, (v, k)), 0
-        return (mean.unflatten(0, (v, k)), expected_permutation, seed), (0, permutation_dim, None)
-
-
 def _sort_forward(theta: torch.Tensor, spec: Spec, want_jacobian: bool):
     """The mean of the sorted draws and, if wanted, the mean of their permutation matrices."""
     seed = _estimator._draw_seed(spec)
@@ -370,4 +327,7 @@ def _recomputed_sort_vjp(grads: torch.Tensor, theta: torch.Tensor, seed: int, sp
     return (total / spec.num_samples).to(theta)
 
 
-_RecomputedSortVJP = _estimator.recomputing_vjp("perturbed_sort", _recomputed_sort_vjp)
+_PerturbedSort = _estimator.perturbed_function("perturbed_sort", _sort_forward, _recomputed_sort_vjp)
+"""``θ (K, B, n) ↦ (E[sort(θ + σZ)] (K, B, n), E[P] (K, B, n, n) or empty, seed)``:
+``K`` copies share their noise (``K > 1`` only under vmap), the ``B`` lists have
+independent noise."""
