@@ -50,54 +50,38 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: torch.Tensor
 
     Options may be settings given as tensors (:mod:`paramtx._lift.settings`), laid out here.
     """
-    if settings.has_tensors(options):
-        return _map_with_settings(api, op, param_ndim, tensors, options, None)
-    x = tensors[0]
-    if isinstance(op, DatumOp) and op.elementwise:
-        return _elementwise(op, tensors, options, None)
-    n, d = rows_shape(api, x.shape, param_ndim)
-    if n * d == 0:  # no datum has an element: nothing to compute
-        return x.clone()
-    return _on_rows(op, [t.reshape(n, d) for t in tensors], options, None).reshape(x.shape)
+    return _map(api, op, param_ndim, tensors, options, None)
 
 
 def apply_(api: str, op: Op, param_ndim: Optional[int], target: torch.Tensor, *others: torch.Tensor, **options: Any) -> None:
     """``op`` on each datum of ``target`` (and ``others``), written into ``target``."""
-    if settings.has_tensors(options):
-        _map_with_settings(api, op, param_ndim, (target, *others), options, target)
-        return
-    if isinstance(op, DatumOp) and op.elementwise:
-        _elementwise(op, (target, *others), options, target)
-        return
-    n, d = rows_shape(api, target.shape, param_ndim)
-    if n * d == 0:
-        return
-    view = view_or_none(target, (n, d))
-    if view is None:  # no (N, D) view of this layout: compute from a copy, write back
-        target.copy_(map_data(api, op, param_ndim, target, *others, **options))
-        return
-    _on_rows(op, [view, *(t.reshape(n, d) for t in others)] if others else [view], options, view)
+    _map(api, op, param_ndim, (target, *others), options, target)
 
 
-def _map_with_settings(
+def _map(
     api: str, op: Op, param_ndim: Optional[int], tensors: Sequence[torch.Tensor], options: dict, out: Optional[torch.Tensor]
 ) -> torch.Tensor:
-    """:func:`map_data` (``out=None``) or :func:`apply_` (into ``out``, the first tensor) with
-    tensor settings among ``options``: laid out for the form the op runs in, and their
-    poison added (see :mod:`paramtx._lift.settings`)."""
+    """:func:`map_data` (``out=None``) or :func:`apply_` (into ``out``, the first tensor).
+
+    Tensor settings among ``options`` are laid out for the form the op runs in,
+    and their poison added (see :mod:`paramtx._lift.settings`).
+    """
     x = tensors[0]
     elementwise = isinstance(op, DatumOp) and op.elementwise
-    laid = settings.lay_out(api, options, x.shape, param_ndim, elementwise=elementwise, like=x)
+    laid = None
+    if settings.has_tensors(options):
+        laid = settings.lay_out(api, options, x.shape, param_ndim, elementwise=elementwise, like=x)
+    plain = options if laid is None else laid.plain
     if isinstance(op, DatumOp) and elementwise:
-        return _with_poison(_elementwise(op, tensors, laid.plain, out), laid, out)
+        return _with_poison(_elementwise(op, tensors, plain, out), laid, out)
     n, d = rows_shape(api, x.shape, param_ndim)
     if n * d == 0:  # no datum has an element: nothing to compute
         return x if out is not None else x.clone()
     view = None if out is None else view_or_none(out, (n, d))
     if out is not None and view is None:  # no (N, D) view of this layout: compute from a copy, write back
-        return out.copy_(_map_with_settings(api, op, param_ndim, tensors, options, None))
+        return out.copy_(_map(api, op, param_ndim, tensors, options, None))
     rows = [view if view is not None else x.reshape(n, d), *(t.reshape(n, d) for t in tensors[1:])]
-    result = _with_poison(_on_rows(op, rows, laid.plain, view, laid), laid, view)
+    result = _with_poison(_on_rows(op, rows, plain, view, laid), laid, view)
     return result.reshape(x.shape) if out is None else out
 
 
