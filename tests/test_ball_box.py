@@ -155,6 +155,21 @@ def test_ball_box_projection_is_the_nearest_point_of_the_set(name, case):
 
 
 @pytest.mark.parametrize("name", PROJECTIONS)
+def test_far_outside_a_small_ball_the_result_is_in_the_ball_to_the_rounding_of_the_radius(name):
+    # |x| - theta rounds at the scale of |x| (here ~1e3, ulp ~2e-13), the radius is 0.05: the
+    # result must still be in the ball to a few ulps of the radius, not of |x|
+    project, _, p = PROJECTIONS[name]
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(512, 3, generator=g, dtype=torch.float64) * 1e3
+    x[0] = torch.tensor([1540.9961, -293.4289, -2178.7894], dtype=torch.float64)  # a case once 3.6e-12 out
+    lower = -torch.rand(512, 3, generator=g, dtype=torch.float64)
+    upper = 1 + lower
+    y = project(x, 0.05, lower=lower, upper=upper)
+    assert bool((_norm(y, p) <= 0.05 * (1 + IN_BALL[torch.float64])).all())
+    assert bool(((y >= lower) & (y <= upper)).all())
+
+
+@pytest.mark.parametrize("name", PROJECTIONS)
 @settings(max_examples=15, deadline=None)
 @given(case=cases())
 def test_per_datum_budgets_and_bounds_equal_a_loop_over_data_with_numbers(name, case):

@@ -201,7 +201,15 @@ def _into_l1_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, uppe
     exact = (reached - radius).abs() <= _ROUNDING * (radius + total.detach().abs())
     theta = torch.where((count > 0) & exact, theta, theta_hi)
     theta = torch.where(inside, 0.0, theta)
-    w = torch.clamp(magnitude - theta, floor.to(_WORK), w_high.to(_WORK))
+    w_floor, w_high = floor.to(_WORK), w_high.to(_WORK)
+    w = torch.clamp(magnitude - theta, w_floor, w_high)
+    # |x| - theta rounds at the scale of |x|: far outside a small ball that overshoots the
+    # radius by ~ulp(max|x|). One more step at the scale of the result takes the excess off
+    # the free elements (the exact excess is 0 on the piece: no gradient flows through it).
+    moving = (w > w_floor) & (w < w_high)
+    excess = (w.detach().abs().sum(dim=-1, keepdim=True) - radius).clamp(min=0.0)
+    excess = torch.where(inside, 0.0, excess) / moving.sum(dim=-1, keepdim=True).clamp(min=1)
+    w = torch.clamp(torch.where(moving, w - excess, w), w_floor, w_high)
     empty = (least > radius) | _invalid_box(low, high)
     return _finish(torch.where(negative, -w, w), empty, x, magnitude)
 
