@@ -185,6 +185,48 @@ def scenario_dtensor(rank: int) -> list[dict]:
                         input_placements=[str(pl) for pl in d_grads.placements],
                     )
                 )
+    return findings + _tensor_settings_findings(mesh)
+
+
+def _tensor_settings_findings(mesh) -> list[dict]:
+    """Settings with one value per datum (every op of ``test_tensor_settings.OPS``) or per
+    element (the box of the ball ∩ box projections), on DTensors vs on the unsharded tensor."""
+    from torch.distributed.tensor import DTensor
+
+    import paramtx as ptx
+    from test_tensor_settings import OPS
+
+    box = {
+        "l1_ball_box": lambda x, s, nd, lo: ptx.project_l1_ball(x, s, param_ndim=nd, lower=lo, upper=lo + 1),
+        "l2_ball_box": lambda x, s, nd, lo: ptx.project_l2_ball(x, s, param_ndim=nd, lower=lo, upper=lo + 1),
+        "linf_ball_box": lambda x, s, nd, lo: ptx.project_linf_ball(x, s, param_ndim=nd, lower=lo, upper=lo + 1),
+    }
+    findings = []
+    for case_index, shape in enumerate([(5, 6), (4, 3, 5), (3, 2, 2, 3)]):
+        for placement in [f"Shard({d})" for d in range(len(shape))] + ["Replicate", "Partial"]:
+            for param_ndim in (-1, 1):
+                generator = torch.Generator().manual_seed(100 + case_index)
+                x = torch.randn(shape, generator=generator, dtype=torch.float64) * 2
+                lower = -torch.rand(shape, generator=generator, dtype=torch.float64)
+                datum_dims = len(shape) + param_ndim if param_ndim < 0 else param_ndim
+                batch = shape[: len(shape) - datum_dims]
+                unit = torch.rand(batch, generator=generator, dtype=torch.float64)
+                d_x = _distribute(x, mesh, placement)
+                calls = {name: (lambda x, s, nd, lo, call=call: call(x, s, nd), r) for name, (call, r) in OPS.items()}
+                calls.update({name: (call, (0.2, 3.0)) for name, call in box.items()})
+                for name, (call, (low, high)) in calls.items():
+                    budgets = low + (high - low) * unit
+                    got, want = call(d_x, budgets, param_ndim, lower), call(x, budgets, param_ndim, lower)
+                    findings.append(
+                        finding(
+                            f"settings/{name}/{shape}/{placement}/param_ndim={param_ndim}",
+                            got.full_tensor() if isinstance(got, DTensor) else got,
+                            want,
+                            dtensor=isinstance(got, DTensor),
+                            placements=[str(pl) for pl in got.placements] if isinstance(got, DTensor) else None,
+                            input_placements=[str(pl) for pl in d_x.placements],
+                        )
+                    )
     return findings
 
 

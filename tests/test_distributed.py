@@ -10,6 +10,8 @@ single-process reference is computed inside each rank on unsharded tensors.
   ``{None, -1, 1}``, and every placement (``Shard(d)`` for each dim,
   ``Replicate``, ``Partial``) for ``param_ndim=None``; shapes with even and
   uneven shards.
+  Settings with one value per datum (or per element: a box) likewise, on every
+  placement.
 * DDP: ``L2ProjectedOptim``, ``TopQGradientOptimizer``, ``L1qFrankWolfe``,
   unchanged, on a ``DistributedDataParallel`` model vs one process on the
   full batch.
@@ -124,6 +126,17 @@ def test_split_data_reduce_norms_across_shards_and_gather_only_for_sorts(dtensor
         else:
             want = dict.fromkeys(f["routes"], "shards")
         assert f["routes"] == want, f
+
+
+def test_settings_with_a_value_per_datum_or_element_are_cut_to_each_rank_s_data(dtensor_findings):
+    # (their values are compared with the unsharded computation in the first test)
+    from test_tensor_settings import OPS
+
+    cases = [f for f in comparisons(dtensor_findings) if f["case"].startswith("settings/")]
+    ops = {f["case"].split("/")[1] for f in cases}
+    assert ops == set(OPS) | {"l1_ball_box", "l2_ball_box", "linf_ball_box"}
+    assert {f["input_placements"][0] for f in cases} == {"S(0)", "S(1)", "S(2)", "S(3)", "R", "P(sum)"}
+    assert all(f["dtensor"] and f["max_diff"] <= 1e-12 * max(1.0, f["max_abs"]) for f in cases)
 
 
 def test_ddp_shims_equal_a_single_process_run_on_the_full_batch(ddp_findings):

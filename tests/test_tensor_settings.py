@@ -353,17 +353,25 @@ def mesh():
             dist.destroy_process_group()
 
 
-def test_dtensors_take_0d_settings_and_refuse_per_datum_ones_clearly(mesh):
-    from torch.distributed.tensor import Shard, distribute_tensor
+def test_dtensors_take_0d_settings_and_per_datum_and_per_element_ones(mesh):
+    # (one rank here; test_distributed cuts settings across two ranks, on every placement)
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
     x = _x(torch.float32, shape=(4, 6))
+    radii, lower = _budgets(4, 0.2, 3.0), -_budgets(24, 0.0, 1.0).reshape(4, 6)
     for dim in (0, 1):  # whole data on each rank; data split across ranks
+        shards = distribute_tensor(x, mesh, [Shard(dim)])
         for project in (ptx.project_l2_ball, ptx.project_l1_ball, ptx.project_linf_ball):
-            shards = distribute_tensor(x, mesh, [Shard(dim)])
             got = project(shards, torch.tensor(0.7)).full_tensor()
             torch.testing.assert_close(got, project(x, 0.7), rtol=1e-6, atol=0)  # (reductions may be reordered)
-            with _raises(NotImplementedError, f"{project.__name__}:", "not supported for DTensor"):
-                project(shards, torch.ones(4))
+            for kwargs in ({}, {"lower": lower, "upper": lower + 1}):
+                got = project(shards, radii, **kwargs)
+                assert isinstance(got, DTensor) and tuple(got.placements) == (Shard(dim),)
+                assert same_bits(got.full_tensor(), project(x, radii, **kwargs))
+        invalid = ptx.project_l2_ball(shards, torch.tensor([1.0, -1.0, 1.0, 1.0])).full_tensor()
+        assert invalid[1].isnan().all() and not invalid[[0, 2, 3]].isnan().any()
+        with _raises(ValueError, "project_l2_ball:", "epsilon", "(3,)"):
+            ptx.project_l2_ball(shards, torch.ones(3))
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])

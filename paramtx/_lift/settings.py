@@ -101,6 +101,11 @@ def operand(setting: Any, dtype: torch.dtype) -> Any:
     return setting.to(dtype) if isinstance(setting, torch.Tensor) and setting.dtype != dtype else setting
 
 
+def spread(options: dict) -> bool:
+    """Whether any option is a :class:`PerDatum` or :class:`PerElement` setting of more than one value."""
+    return any(isinstance(value, (PerDatum, PerElement)) and value.value.dim() > 0 for value in options.values())
+
+
 def has_tensors(options: dict) -> bool:
     """Whether any option is a :class:`PerDatum` or :class:`PerElement` setting."""
     for value in options.values():  # (a plain loop: every op call on every path asks)
@@ -133,14 +138,6 @@ def lay_out(
     ``elementwise``: for an op run on the tensor as it is (else on its rows
     ``(N, D)``). ``like``: the data (settings on another device are moved to it).
     """
-    if is_dtensor(like) and any(
-        isinstance(value, (PerDatum, PerElement)) and value.value.dim() > 0 for value in options.values()
-    ):
-        raise NotImplementedError(
-            f"{api}: settings given as tensors with one value per datum or per element are not "
-            f"supported for DTensor (sharded) data; give a number or a 0-d tensor, or call the "
-            f"op on the local shards"
-        )
     k = datum_ndim(api, shape, param_ndim)
     lead = tuple(shape[: len(shape) - k])
     n = math.prod(lead)
@@ -182,6 +179,40 @@ def lay_out(
         if term is not None:
             poison = term if poison is None else poison + term
     return Laid(plain, tuple(names), tuple(mapped), poison)
+
+
+def block_of(
+    api: str, options: dict, shape: torch.Size, param_ndim: Optional[int], sizes: tuple, offset: tuple
+) -> dict:
+    """``options`` for the block of the data of ``shape`` that starts at ``offset`` and has
+    shape ``sizes`` (a rank's part of a sharded tensor): each tensor setting cut to the values
+    of that block's data (or elements). Shapes are checked as :func:`lay_out` checks them.
+    """
+    k = datum_ndim(api, shape, param_ndim)
+    lead = tuple(shape[: len(shape) - k])
+    out = dict(options)
+    for key, setting in options.items():
+        if not isinstance(setting, (PerDatum, PerElement)) or setting.value.dim() == 0:
+            continue
+        value = setting.value.full_tensor() if is_dtensor(setting.value) else setting.value
+        if isinstance(setting, PerDatum):
+            cut = sizes[: len(lead)], offset[: len(lead)]
+            value, extra = _to_lead(api, setting.name, value, setting.poison, lead, shape, param_ndim)
+            out[key] = PerDatum(_block(value, *cut), setting.name, None if extra is None else _block(extra, *cut))
+        else:
+            _check_broadcast(api, setting.name, value, tuple(shape), shape, param_ndim, "the shape")
+            out[key] = PerElement(_block(value, sizes, offset), setting.name)
+    return out
+
+
+def _block(value: torch.Tensor, sizes: tuple, offset: tuple) -> torch.Tensor:
+    """The part of ``value`` (broadcastable to a tensor of ``len(sizes)`` dims) over the block
+    ``offset : offset + sizes`` of that tensor; dims it broadcasts along stay as they are."""
+    value = value.reshape((1,) * (len(sizes) - value.dim()) + tuple(value.shape))
+    for dim, (size, start) in enumerate(zip(sizes, offset)):
+        if value.shape[dim] != 1:
+            value = value.narrow(dim, start, size)
+    return value
 
 
 def _to_lead(

@@ -22,6 +22,12 @@ of three routes, all giving the unsharded result:
 ``Partial`` placements (pending sums) are reduced first and the result is
 replicated on those mesh dims: a per-datum map of a sum is not a sum.
 Elementwise ops need nothing from here: DTensor applies them shard by shard.
+
+Settings with a value per datum or per element (plain tensors, for the whole
+logical tensor) are cut to each rank's block of data
+(:func:`paramtx._lift.settings.block_of`), which is then computed whole: data
+split across ranks are gathered for every op, norms included, and so are
+element-wise ops' pending sums.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from typing import Any, Optional, cast
 import torch
 
 from paramtx._lift import dense, settings
-from paramtx._lift.ops import NormOp, Op
+from paramtx._lift.ops import DatumOp, NormOp, Op
 from paramtx._lift.param_ndim import datum_ndim
 
 
@@ -67,7 +73,9 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: Any, **optio
     from torch.distributed.tensor import DTensor, Replicate
 
     x = tensors[0]
-    if settings.has_tensors(options):  # (settings with more than one value raise there)
+    if settings.spread(options):
+        return _with_spread_settings(api, op, param_ndim, tensors, options)
+    if settings.has_tensors(options):  # 0-d: they broadcast as they are
         laid = settings.lay_out(api, options, x.shape, param_ndim, elementwise=False, like=x)
         out = map_data(api, op, param_ndim, *tensors, **laid.plain)
         return out if laid.poison is None else out + laid.poison.to(out.dtype)
@@ -95,3 +103,34 @@ def map_data(api: str, op: Op, param_ndim: Optional[int], *tensors: Any, **optio
     local = [t.redistribute(mesh, whole).to_local() for t in tensors]
     out = dense.map_data(api, op, param_ndim, *local, **options)
     return DTensor.from_local(out, mesh, whole, shape=x.shape, stride=stride).redistribute(mesh, placements)
+
+
+def _with_spread_settings(api: str, op: Op, param_ndim: Optional[int], tensors: tuple, options: dict) -> Any:
+    """:func:`map_data` with settings of one value per datum or per element (plain tensors).
+
+    Each rank computes on whole data with its block of every setting (no
+    communication for the settings). So data split across ranks are gathered,
+    even for a norm (the reduce route would need the settings laid out as
+    DTensors); so are pending sums, and strided shards, whose local part is not
+    one block of the tensor. An element-wise op is its own datum per element:
+    it runs on the shards as they are.
+    """
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    x = tensors[0]
+    mesh, placements = x.device_mesh, tuple(x.placements)
+    tensors = tuple(t if tuple(t.placements) == placements else t.redistribute(mesh, placements) for t in tensors)
+    elementwise = isinstance(op, DatumOp) and op.elementwise
+    splits = _datum_splitters(api, x, param_ndim)
+    whole = tuple(
+        pl if pl.is_replicate() or (type(pl) is Shard and (elementwise or not split)) else Replicate()
+        for pl, split in zip(placements, splits)
+    )
+    local = [t.redistribute(mesh, whole).to_local() for t in tensors]
+    sizes, offset = compute_local_shape_and_global_offset(x.shape, mesh, whole)
+    out = dense.map_data(api, op, param_ndim, *local, **settings.block_of(api, options, x.shape, param_ndim, sizes, offset))
+    stride = torch.empty(x.shape, device="meta").stride()
+    result = DTensor.from_local(out, mesh, whole, shape=x.shape, stride=stride)
+    placements = tuple(Replicate() if pl.is_partial() else pl for pl in placements)
+    return result if whole == placements else result.redistribute(mesh, placements)
