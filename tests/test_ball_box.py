@@ -316,6 +316,23 @@ def test_lp_ball_projection_satisfies_kkt_within_1e_6(dtype, p, d, seed, spread,
     assert torch.equal(batched[1], ptx.project_lp_ball(x[1], p, 2 * epsilon, param_ndim=None))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("p", [1.001, 1.01, 1.1, 1.3, 12.0])
+def test_lp_ball_is_exact_for_p_near_one_and_far_above_two(p, dtype):
+    # p near 1 starts the inner Newton solve far from its root (up to ln 2 / (p - 1)),
+    # p far above 2 in a steep exponential: both need more steps than p near 2
+    generator = torch.Generator().manual_seed(7)
+    spread = torch.tensor([1e-2, 1.0, 1e2]).repeat(3)[:8, None].double()
+    x = (torch.randn(8, 5, generator=generator, dtype=torch.float64) * spread).to(dtype)
+    if p == 1.1:
+        x[0, :3] = torch.tensor([1.5410, -0.2934, -2.1788])  # once 2.4e-5 from the KKT point in float32
+    y = ptx.project_lp_ball(x, p, 1.0)
+    for row, got in zip(x, y):
+        want = oracle_lp(row, p, 1.0)
+        residual = float((got.double() - want).abs().max()) / max(float(want.abs().max()), 1e-300)
+        assert residual <= (1e-6 if dtype == torch.float32 else 1e-11), (row, got, want)
+
+
 def test_lp_ball_rejects_p_outside_one_to_infinity():
     for p, message in ((1.0, "project_lp_ball: p must satisfy 1 < p"), (math.inf, "project_lp_ball: p must be finite")):
         with pytest.raises(ValueError, match=message):

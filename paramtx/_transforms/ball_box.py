@@ -20,7 +20,10 @@ data-dependent control flow: they compile and vmap), followed by one exact
 step: between two breakpoints (where an element meets a bound or zero) the
 norm is a closed form of the multiplier (``A + B t^2``, ``C - K theta``), solved
 on the piece the bracket ends in. It is exact whenever the final bracket holds
-no breakpoint, and within the bracket's width otherwise. Arithmetic is float64
+no breakpoint, and within the bracket's width otherwise; a last correction, at the
+scale of the result, takes off the L1 norm's rounding excess (``|x| - theta``
+rounds at the scale of ``|x|``, which far outside a small ball would leave the
+result a few ulps of ``max|x|`` outside it). Arithmetic is float64
 for every data dtype (sums over a datum of float32 magnitudes stay exact
 enough, and squares of float32 numbers neither overflow nor underflow), but
 for the L1 search on data of float32 or less, which runs in float32 (half the
@@ -203,13 +206,12 @@ def _into_l1_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, uppe
     theta = torch.where(inside, 0.0, theta)
     w_floor, w_high = floor.to(_WORK), w_high.to(_WORK)
     w = torch.clamp(magnitude - theta, w_floor, w_high)
-    # |x| - theta rounds at the scale of |x|: far outside a small ball that overshoots the
-    # radius by ~ulp(max|x|). One more step at the scale of the result takes the excess off
-    # the free elements (the exact excess is 0 on the piece: no gradient flows through it).
-    moving = (w > w_floor) & (w < w_high)
-    excess = (w.detach().abs().sum(dim=-1, keepdim=True) - radius).clamp(min=0.0)
-    excess = torch.where(inside, 0.0, excess) / moving.sum(dim=-1, keepdim=True).clamp(min=1)
-    w = torch.clamp(torch.where(moving, w - excess, w), w_floor, w_high)
+    # |x| - theta rounds at the scale of |x|: far outside a small ball, the norm overshoots
+    # the radius by up to ~ulp(max|x|). One more step, at the scale of the result, takes the
+    # excess off the free elements (it is 0 in exact arithmetic: no gradient flows through it).
+    excess = (torch.linalg.vector_norm(w.detach(), 1, dim=-1, keepdim=True) - radius).clamp(min=0.0)
+    excess = torch.where(inside, 0.0, excess) / count.clamp(min=1)
+    w = torch.clamp(torch.where(free, w - excess, w), w_floor, w_high)
     empty = (least > radius) | _invalid_box(low, high)
     return _finish(torch.where(negative, -w, w), empty, x, magnitude)
 
