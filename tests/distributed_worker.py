@@ -317,6 +317,19 @@ def scenario_fsdp(rank: int) -> list[dict]:
             ptx.projected(ptx.project_l2_ball, epsilon=0.8, param_ndim=None),
         ),
     )
+    # one radius per row (a plain tensor for the whole parameter): each rank uses its rows'
+    def per_row_radii(ps):
+        first, second = list(ps)[:2], list(ps)[2:]  # the two layers: 5 rows, 3 rows
+        return L2ProjectedOptim(
+            [
+                {"params": first, "epsilon": torch.linspace(0.2, 1.0, 5)},
+                {"params": second, "epsilon": torch.tensor([0.3, 0.6, 0.9])},
+            ],
+            epsilon=1.0,  # (the groups' own)
+            lr=0.3,
+        )
+
+    cases["L2ProjectedOptim per-row epsilon"] = per_row_radii
     cases["chain lmo_l1/frank_wolfe param_ndim=None"] = lambda ps: GradientTransformationOptimizer(
         ps, ptx.chain(ptx.lmo_l1(param_ndim=None), ptx.frank_wolfe(0.8))
     )

@@ -17,7 +17,8 @@ single-process reference is computed inside each rank on unsharded tensors.
   full batch.
 * FSDP2: the same shims, per row and (``L2ProjectedOptim``,
   ``TopQGradientOptimizer``) with ``param_ndim=None``, whose data span both
-  ranks, and two functional chains with ``param_ndim=None``, on a
+  ranks, ``L2ProjectedOptim`` with one radius per row (a tensor in each group),
+  and two functional chains with ``param_ndim=None``, on a
   ``fully_shard``-ed model (uneven shards) vs one process.
 * The example ``examples/distributed_training.py`` runs and reports agreement
   (its ranks stop by themselves: their gloo group times out after 60 s).
@@ -148,7 +149,7 @@ def test_ddp_shims_equal_a_single_process_run_on_the_full_batch(ddp_findings):
 
 def test_fsdp2_shims_and_chains_equal_a_single_process_run(fsdp_findings):
     found = comparisons(fsdp_findings)
-    assert len({f["case"].split("/")[0] for f in found}) == 7
+    assert len({f["case"].split("/")[0] for f in found}) == 8
     bad = [f for f in found if not (f["same_shape"] and f["dtensor"] and f["max_diff"] <= 1e-5)]
     assert not bad, bad
 
