@@ -91,9 +91,13 @@ def _rounded_towards_zero(value: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     No magnitude grows, so no Lp norm grows; and an element strictly between
     two bounds the dtype holds stays between them.
     """
+    if dtype == value.dtype:
+        return value
     rounded = value.to(dtype)
-    grew = rounded.to(_WORK).abs() > value.abs()
-    return torch.where(grew, torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
+    # one step towards 0 where rounding grew the magnitude: towards ``rounded * 0`` there,
+    # towards ``rounded`` itself (no step) elsewhere (cheaper than a masked select)
+    kept = (rounded.to(_WORK).abs() <= value.abs()).to(dtype)
+    return torch.nextafter(rounded, rounded * kept)
 
 
 def near_bracket(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -120,10 +124,11 @@ def _invalid_box(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     return bad.any(dim=-1, keepdim=True) if bad.dim() > 0 else bad
 
 
-def _finish(value: torch.Tensor, empty: torch.Tensor, x: torch.Tensor, work_x: torch.Tensor) -> Result:
+def _finish(value: torch.Tensor, empty: torch.Tensor, x: torch.Tensor, largest: torch.Tensor) -> Result:
+    """The result in the data's dtype, NaN where the set is empty; ``largest``: each datum's
+    largest magnitude, where every NaN or inf of the datum shows."""
     value = torch.where(empty, torch.nan, value)
-    # every NaN or inf of a datum shows in its largest magnitude
-    return Dense(_rounded_towards_zero(value, x.dtype), witness=work_x.abs().amax(dim=-1, keepdim=True))
+    return Dense(_rounded_towards_zero(value, x.dtype), witness=largest)
 
 
 def _into_l2_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, upper: Setting) -> Result:
@@ -158,7 +163,7 @@ def _into_l2_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, uppe
     t = torch.where(solvable & (room >= 0) & near_bracket(t, t_lo, t_hi), t, t_lo)
     t = torch.where(inside, 1.0, t)
     empty = (least > radius) | _invalid_box(low, high)
-    return _finish(torch.clamp(v * t, low, high), empty, x, v)
+    return _finish(torch.clamp(v * t, low, high), empty, x, v.abs().amax(dim=-1, keepdim=True))
 
 
 def _into_l1_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, upper: Setting) -> Result:
@@ -170,13 +175,17 @@ def _into_l1_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, uppe
     search = torch.float64 if x.dtype == torch.float64 else torch.float32
     low, high = _on_grid(lower, x, search), _on_grid(upper, x, search)
     data = x.detach().to(search)
-    negative = data < 0
-    # w = sign(x) y, the result along the sign of x, lies in [w_low, w_high]; as a function of
-    # theta it is clamp(|x| - theta, floor, w_high), floor = 0 where the box holds 0
-    w_low, w_high = torch.where(negative, -high, low), torch.where(negative, -low, high)
+    # The sign of x as a number, +-1 (-0.0 counts as negative, throughout): multiplying by it
+    # is exact, and cheaper than selecting with a mask (torch.where over a whole tensor).
+    sign = torch.copysign(torch.ones_like(data), data)
+    # w = sign(x) y, the result along the sign of x, lies in the box [w_low, w_high], flipped
+    # where x < 0; as a function of theta it is clamp(|x| - theta, floor, w_high), floor = 0
+    # where that box holds 0
+    flipped_low, flipped_high = sign * low, sign * high
+    w_low, w_high = torch.minimum(flipped_low, flipped_high), torch.maximum(flipped_low, flipped_high)
     floor = torch.minimum(w_low.clamp(min=0.0), w_high)
-    # |w|: where w_high < 0, w is the constant w_high
-    mass_low, mass_high = torch.where(w_high < 0, -w_high, floor), w_high.abs()
+    # |w| lies in [|floor|, |w_high|] (where w_high < 0, w is the constant w_high = floor)
+    mass_low, mass_high = floor.abs(), w_high.abs()
     searched = data.abs()
 
     def mass(theta: Any) -> torch.Tensor:
@@ -190,30 +199,30 @@ def _into_l1_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, uppe
         mid = (theta_lo + theta_hi) / 2
         fits = mass(mid) <= radius
         theta_lo, theta_hi = torch.where(fits, theta_lo, mid), torch.where(fits, mid, theta_hi)
-    # On the piece holding the bracket, ||y(theta)||_1 = C - K theta (K: the free elements),
-    # solved in float64; kept where the norm at the solution is epsilon (the piece was
-    # right), else the bracket's end that fits
+    # On the piece holding the bracket, ||y(theta)||_1 = S - K (theta - mid) (K: the free
+    # elements, S: its value at the bracket's midpoint): solved by one exact step in float64;
+    # kept where the norm at the solution is epsilon (the piece was right), else the
+    # bracket's end that fits
     magnitude, cap_low, cap_high = x.to(_WORK).abs(), mass_low.to(_WORK), mass_high.to(_WORK)
     theta_lo, theta_hi = theta_lo.to(_WORK), theta_hi.to(_WORK)
-    shifted = magnitude - (theta_lo + theta_hi) / 2
+    mid = (theta_lo + theta_hi) / 2
+    shifted = magnitude - mid
     free = (shifted > cap_low) & (shifted < cap_high)
-    total = torch.where(free, magnitude, torch.clamp(shifted, cap_low, cap_high)).sum(dim=-1, keepdim=True)
     count = free.sum(dim=-1, keepdim=True)
-    theta = (total - radius) / count.clamp(min=1)  # (finite where no element is free: no NaN gradient)
+    at_mid = torch.clamp(shifted, cap_low, cap_high).sum(dim=-1, keepdim=True)
+    theta = mid + (at_mid - radius) / count.clamp(min=1)  # (finite where no element is free: no NaN gradient)
     reached = torch.clamp(magnitude.detach() - theta.detach(), cap_low, cap_high).sum(dim=-1, keepdim=True)
-    exact = (reached - radius).abs() <= _ROUNDING * (radius + total.detach().abs())
-    theta = torch.where((count > 0) & exact, theta, theta_hi)
+    exact = (count > 0) & ((reached - radius).abs() <= _ROUNDING * (radius + at_mid.detach().abs() + count * mid))
+    # |x| - theta is rounded at the scale of |x|: far outside a small ball, the norm it
+    # reaches overshoots the radius by up to ~ulp(max|x|). Its excess, known from the check
+    # above, is taken off the free elements at the scale of the result (|x| - theta first:
+    # elements at a bound stay there). In exact arithmetic it is 0: no gradient flows through it.
+    excess = torch.where(exact & ~inside, (reached - radius).clamp(min=0.0) / count.clamp(min=1), 0.0)
+    theta = torch.where(exact, theta, theta_hi)
     theta = torch.where(inside, 0.0, theta)
-    w_floor, w_high = floor.to(_WORK), w_high.to(_WORK)
-    w = torch.clamp(magnitude - theta, w_floor, w_high)
-    # |x| - theta rounds at the scale of |x|: far outside a small ball, the norm overshoots
-    # the radius by up to ~ulp(max|x|). One more step, at the scale of the result, takes the
-    # excess off the free elements (it is 0 in exact arithmetic: no gradient flows through it).
-    excess = (torch.linalg.vector_norm(w.detach(), 1, dim=-1, keepdim=True) - radius).clamp(min=0.0)
-    excess = torch.where(inside, 0.0, excess) / count.clamp(min=1)
-    w = torch.clamp(torch.where(free, w - excess, w), w_floor, w_high)
+    w = torch.clamp((magnitude - theta) - excess, floor.to(_WORK), w_high.to(_WORK))
     empty = (least > radius) | _invalid_box(low, high)
-    return _finish(torch.where(negative, -w, w), empty, x, magnitude)
+    return _finish(w * sign.to(_WORK), empty, x, magnitude.amax(dim=-1, keepdim=True))
 
 
 def _into_linf_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, upper: Setting) -> Result:
