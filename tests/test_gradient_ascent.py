@@ -125,14 +125,15 @@ def _loop_over_restarts(restarts, starts, dtype, **settings):
     ],
     ids=["l2", "l2-best-mean", "sgd-mean", "linf-targeted-best"],
 )
-def test_batched_restarts_equal_a_loop_over_restarts(settings):
+@pytest.mark.parametrize("restarts_per_call", [None, 1, 3], ids=["one-call", "calls-of-1", "calls-of-3-and-1"])
+def test_batched_restarts_equal_a_loop_over_restarts(settings, restarts_per_call):
     restarts, dtype = 4, torch.float64
     starts = _starts(restarts, dtype)
     expected_x, expected_loss = _loop_over_restarts(restarts, starts, dtype, steps=5, **settings)
     images, labels = _data(dtype)
     x, loss = gradient_ascent(model=_cnn(dtype), data=images, target=labels, restarts=restarts, steps=5,
                               perturbation_model=partial(AdditivePerturbation, init_fn=_copy_, source=starts),
-                              **settings)
+                              restarts_per_call=restarts_per_call, **settings)
     # float64: a batch of 4N rows instead of N may change a kernel's summation order (a few ulp), nothing more
     torch.testing.assert_close(loss, expected_loss, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(x, expected_x, rtol=1e-12, atol=1e-12)
@@ -157,6 +158,37 @@ def test_random_restart_of_gradient_ascent_calls_the_model_once_per_step_on_the_
     assert calls == [6 * N] * 5  # 4 steps and the final evaluation, 2 x 3 restarts each
     assert x.shape == images.shape and loss.shape == (N,)
     assert ((x - images).flatten(1).norm(dim=1) <= 0.5 * (1 + 1e-6)).all()
+
+
+@pytest.mark.parametrize("per_example_target", [True, False])
+def test_restarts_per_call_cuts_the_model_s_calls_and_their_targets(per_example_target):
+    images, labels = _data()
+    cnn, calls = _cnn(), []
+
+    def model(x):
+        calls.append(x.shape[0])
+        return cnn(x)
+
+    def criterion(output, target):
+        seen.append(target.shape[0] if target.ndim else 0)
+        return torch.nn.functional.cross_entropy(output, target.expand(output.shape[0]), reduction="none")
+
+    seen = []
+    target = labels if per_example_target else labels[0]
+    def starts():  # the same starts in both solves
+        return partial(AdditivePerturbation, init_fn=uniform_like_l2_n_ball_, epsilon=0.5,
+                       generator=torch.Generator().manual_seed(5))
+
+    settings = dict(data=images, target=target, optimizer=L2ProjectedOptim, epsilon=0.5, lr=0.1, steps=2,
+                    criterion=criterion, restarts=5)
+    x, loss = gradient_ascent(model=model, restarts_per_call=2, perturbation_model=starts(), **settings)
+    assert calls == [2 * N, 2 * N, N] * 3  # 2 steps and the final evaluation: restarts 1-2, 3-4, 5
+    assert seen == ([2 * N, 2 * N, N] if per_example_target else [0, 0, 0]) * 3
+    calls.clear()
+    x_one, loss_one = gradient_ascent(model=model, perturbation_model=starts(), **settings)
+    assert calls == [5 * N] * 3
+    torch.testing.assert_close(loss, loss_one, rtol=1e-6, atol=1e-6)  # float32, calls of other sizes
+    torch.testing.assert_close(x, x_one, rtol=1e-6, atol=1e-6)
 
 
 def test_ties_between_restarts_keep_the_earliest():
@@ -230,6 +262,10 @@ BASE = dict(model=CNN, data=IMAGES, target=LABELS, optimizer=torch.optim.SGD, st
          "gradient_ascent: steps must be an int, got 2.0"),
         (lambda: gradient_ascent(**BASE, restarts=0, lr=0.1), ValueError,
          "gradient_ascent: restarts must satisfy restarts >= 1, got 0"),
+        (lambda: gradient_ascent(**BASE, restarts=2, restarts_per_call=0, lr=0.1), ValueError,
+         "gradient_ascent: restarts_per_call must satisfy restarts_per_call >= 1, got 0"),
+        (lambda: gradient_ascent(**BASE, restarts=2, restarts_per_call=1.5, lr=0.1), TypeError,
+         "gradient_ascent: restarts_per_call must be an int"),
         (lambda: gradient_ascent(**BASE, targeted="yes", lr=0.1), TypeError,
          "gradient_ascent: targeted must be a bool, got 'yes'"),
         (lambda: gradient_ascent(**{**BASE, "optimizer": "sgd"}), TypeError,
