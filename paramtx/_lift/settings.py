@@ -17,9 +17,9 @@ elementwise op, run on the tensor as it is, gets a per-datum setting as
 ``batch_shape + (1,) * k``; under the vmap reference each is vmapped along with
 the data, so each call sees a 0-d (or ``(D,)``) tensor. A 0-d setting
 broadcasts as it is everywhere. For a DTensor, the setting is given for the
-whole logical tensor and each rank gets its block (:func:`block_of`). Shapes are checked here, eagerly (they are
-known without a sync), and a misfit is a ``ValueError`` naming the API, the
-setting and both shapes.
+whole logical tensor and each rank gets its block (:func:`block_of`). Shapes
+are checked here, eagerly (they are known without a sync), and a misfit is a
+``ValueError`` naming the API, the setting and both shapes.
 
 Values are not checked (that would need a host sync): the front ends replace
 invalid ones by NaN (:func:`paramtx._core.validate.nan_where_invalid`), and the

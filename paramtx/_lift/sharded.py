@@ -129,7 +129,8 @@ def _with_spread_settings(api: str, op: Op, param_ndim: Optional[int], tensors: 
     )
     local = [t.redistribute(mesh, whole).to_local() for t in tensors]
     sizes, offset = compute_local_shape_and_global_offset(x.shape, mesh, whole)
-    out = dense.map_data(api, op, param_ndim, *local, **settings.block_of(api, options, x.shape, param_ndim, sizes, offset))
+    blocks = settings.block_of(api, options, x.shape, param_ndim, sizes, offset)
+    out = dense.map_data(api, op, param_ndim, *local, **blocks)
     stride = torch.empty(x.shape, device="meta").stride()
     result = DTensor.from_local(out, mesh, whole, shape=x.shape, stride=stride)
     placements = tuple(Replicate() if pl.is_partial() else pl for pl in placements)

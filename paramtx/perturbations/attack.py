@@ -211,7 +211,7 @@ def gradient_ascent(
     sign = 1.0 if targeted else -1.0  # the optimizer descends sign * criterion
     # the model's calls: groups of restarts_per_call restarts of the stack (the last may be smaller)
     group = min(restarts if restarts_per_call is None else restarts_per_call, restarts)
-    rows = group * examples if restarts > 1 else batch.shape[0] if batch.ndim else 1
+    rows = group * examples
 
     def in_calls(xadv: Tensor) -> list[tuple[Tensor, Tensor, int]]:
         """``xadv`` cut into the model's calls: (data, their target, their number of restarts)."""
