@@ -39,6 +39,22 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+def rounded_towards_zero(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` (computed in a wider dtype) in ``dtype``, each element rounded towards zero.
+
+    No magnitude grows, so no Lp norm grows (a projection's result stays in its
+    ball); and an element strictly between two numbers ``dtype`` holds (a box's
+    bounds) stays between them.
+    """
+    if dtype == value.dtype:
+        return value
+    rounded = value.to(dtype)
+    # one step towards 0 where rounding grew the magnitude: towards ``rounded * 0`` there,
+    # towards ``rounded`` itself (no step) elsewhere (cheaper than a masked select)
+    kept = (rounded.to(value.dtype).abs() <= value.abs()).to(dtype)
+    return torch.nextafter(rounded, rounded * kept)
+
+
 def may_inspect(x: torch.Tensor) -> bool:
     """Whether the lift may read values of ``x`` on the host to skip work it does not need.
 

@@ -135,6 +135,7 @@ def perturbed_ranks(
         tensor([6.])
     """
     spec = _list_spec("perturbed_ranks", ranks, **options_of(locals()))
+    _check_lists(spec.api, theta)
     return _per_list(spec, theta)
 
 
@@ -263,8 +264,7 @@ def _check_lists(api: str, theta: object) -> None:
 
 
 def _per_list(spec: Spec, theta: torch.Tensor) -> torch.Tensor:
-    """``perturbed(spec.func)`` on every list along the last dim, each list one example."""
-    _check_lists(spec.api, theta)
+    """``perturbed(spec.func)`` on every list along the last dim (``theta`` checked), each list one example."""
     # Lists, not whole tensors, are the examples: the Jacobian estimate is then
     # (n, n) per list, with no cross-list entries that are zero in expectation
     # but would add noise.

@@ -47,6 +47,7 @@ from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
 from paramtx._core.base import Params
 from paramtx._lift import lift
+from paramtx._lift.numerics import rounded_towards_zero
 from paramtx._lift.ops import DatumOp, Dense, Mapped, Result
 from paramtx._lift.param_ndim import datum_size
 from paramtx._lift.settings import operand, per_datum, per_element
@@ -78,26 +79,11 @@ def _on_grid(bound: Setting, x: torch.Tensor, dtype: torch.dtype = _WORK) -> tor
     """A bound rounded to the data's dtype, then widened to ``dtype`` (exactly).
 
     Bounds the data's dtype holds exactly let the final rounding keep the
-    result in the box (see :func:`_rounded_towards_zero`).
+    result in the box (see :func:`paramtx._lift.numerics.rounded_towards_zero`).
     """
     if isinstance(bound, torch.Tensor):
         return bound.to(x.dtype).to(dtype)
     return torch.full((), bound, dtype=x.dtype, device=x.device).to(dtype)
-
-
-def _rounded_towards_zero(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``value`` (float64) in ``dtype``, each element rounded towards zero.
-
-    No magnitude grows, so no Lp norm grows; and an element strictly between
-    two bounds the dtype holds stays between them.
-    """
-    if dtype == value.dtype:
-        return value
-    rounded = value.to(dtype)
-    # one step towards 0 where rounding grew the magnitude: towards ``rounded * 0`` there,
-    # towards ``rounded`` itself (no step) elsewhere (cheaper than a masked select)
-    kept = (rounded.to(_WORK).abs() <= value.abs()).to(dtype)
-    return torch.nextafter(rounded, rounded * kept)
 
 
 def near_bracket(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -128,7 +114,7 @@ def _finish(value: torch.Tensor, empty: torch.Tensor, x: torch.Tensor, largest: 
     """The result in the data's dtype, NaN where the set is empty; ``largest``: each datum's
     largest magnitude, where every NaN or inf of the datum shows."""
     value = torch.where(empty, torch.nan, value)
-    return Dense(_rounded_towards_zero(value, x.dtype), witness=largest)
+    return Dense(rounded_towards_zero(value, x.dtype), witness=largest)
 
 
 def _into_l2_ball_box(x: torch.Tensor, *, epsilon: Setting, lower: Setting, upper: Setting) -> Result:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 
-from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
 from paramtx._core.base import Params
-from paramtx._lift import lift
+from paramtx._lift.numerics import rounded_towards_zero
 from paramtx._lift.ops import DatumOp, Dense, Result
-from paramtx._lift.settings import operand, per_datum
+from paramtx._lift.settings import operand
 from paramtx._transforms.ball_box import near_bracket
+from paramtx._transforms.projections import project_each_datum
 
 _WORK = torch.float64
 _LN2 = math.log(2.0)
@@ -123,9 +123,8 @@ def _into_lp_ball(x: torch.Tensor, *, p: float, epsilon: Union[float, torch.Tens
     log_c = torch.where(near_bracket(log_c - step, log2_lo * _LN2, log_c), log_c - step, log_c)
     ratio = torch.exp(_log_ratio(log_a, log_c, q, inner))
     value = torch.where(inside, v, v * ratio)
-    rounded = value.to(x.dtype)  # towards zero, so that the norm does not grow
-    rounded = torch.where(rounded.to(_WORK).abs() > value.abs(), torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
-    return Dense(rounded, witness=v.abs().amax(dim=-1, keepdim=True))
+    # (towards zero, so that the norm does not grow)
+    return Dense(rounded_towards_zero(value, x.dtype), witness=v.abs().amax(dim=-1, keepdim=True))
 
 
 LP_BALL = DatumOp("project_lp_ball", _into_lp_ball)
@@ -171,11 +170,4 @@ def project_lp_ball(params: Params, p: float, epsilon: Union[float, torch.Tensor
     """
     api = "project_lp_ball"
     p = _validate.check_real(api, "p", p, low=1.0, low_inclusive=False)
-    epsilon = _validate.check_setting(api, "epsilon", epsilon, _validate.POSITIVE)
-    param_ndim = _validate.check_param_ndim_spec(api, param_ndim)
-    radius = per_datum("epsilon", epsilon, _validate.POSITIVE)
-
-    def leaf(x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
-        return lift.map_data(api, LP_BALL, param_ndim, x, p=p, epsilon=radius)
-
-    return _tree.map_updates(api, leaf, params, param_ndim=param_ndim)
+    return project_each_datum(api, LP_BALL, params, param_ndim, "epsilon", epsilon, p=p)

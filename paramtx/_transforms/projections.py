@@ -16,7 +16,7 @@ from paramtx._core import tree as _tree
 from paramtx._core import validate as _validate
 from paramtx._core.base import EmptyState, GradientTransformation, Params, Updates, rebuildable
 from paramtx._lift import lift
-from paramtx._lift.numerics import accumulation_dtype
+from paramtx._lift.numerics import accumulation_dtype, rounded_towards_zero
 from paramtx._lift.settings import PerDatum, per_datum, per_element
 from paramtx._lift.ops import DatumOp, Dense, NormOp, Result, Scaled
 from paramtx._transforms.ball_box import project_ball_box
@@ -73,9 +73,7 @@ def _into_l1_ball(x: torch.Tensor, *, epsilon: Union[float, torch.Tensor]) -> Re
     size = support.to(work)
     shrunk = ((size * magnitude - kept_sum + epsilon) / size).clamp(min=0)
     shrunk = shrunk * (shrunk.sum(dim=-1, keepdim=True).reciprocal() * epsilon).clamp(max=1.0)  # (= epsilon / sum)
-    rounded = shrunk.to(x.dtype)
-    rounded = torch.where(rounded.to(work) > shrunk, torch.nextafter(rounded, torch.zeros_like(rounded)), rounded)
-    projected = torch.copysign(rounded, x)
+    projected = torch.copysign(rounded_towards_zero(shrunk, x.dtype), x)
     # the largest magnitude comes first: NaN sorts above inf, inf above every number
     return Dense(torch.where(partial_sums[..., -1:] <= epsilon, x, projected), witness=ordered[..., :1])
 
@@ -131,16 +129,21 @@ def project_l2_ball(
     """
     if lower is not None or upper is not None:
         return project_ball_box("project_l2_ball", 2.0, params, epsilon, param_ndim, lower, upper)
-    return _project_ball("project_l2_ball", L2_BALL, params, epsilon, param_ndim)
+    return project_each_datum("project_l2_ball", L2_BALL, params, param_ndim, "epsilon", epsilon)
 
 
-def _project_ball(api: str, op: Any, params: Params, epsilon: Any, param_ndim: Any) -> Params:
-    epsilon = _validate.check_setting(api, "epsilon", epsilon, _validate.POSITIVE)
+def project_each_datum(
+    api: str, op: Any, params: Params, param_ndim: Any, name: str, value: Any, **fixed: Any
+) -> Params:
+    """The front end of a projection whose set has one positive size per datum, ``name``
+    (a radius, a sum): checks ``value`` and ``param_ndim``, then ``op`` on each datum.
+    ``fixed``: options the caller has checked (a norm's order)."""
+    value = _validate.check_setting(api, name, value, _validate.POSITIVE)
     param_ndim = _validate.check_param_ndim_spec(api, param_ndim)
-    radius = per_datum("epsilon", epsilon, _validate.POSITIVE)  # (invalid tensor values: NaN)
+    size = per_datum(name, value, _validate.POSITIVE)  # (invalid tensor values: NaN)
 
     def leaf(x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
-        return lift.map_data(api, op, param_ndim, x, epsilon=radius)
+        return lift.map_data(api, op, param_ndim, x, **fixed, **{name: size})
 
     return _tree.map_updates(api, leaf, params, param_ndim=param_ndim)
 
@@ -177,7 +180,7 @@ def project_l1_ball(
     """
     if lower is not None or upper is not None:
         return project_ball_box("project_l1_ball", 1.0, params, epsilon, param_ndim, lower, upper)
-    return _project_ball("project_l1_ball", L1_BALL, params, epsilon, param_ndim)
+    return project_each_datum("project_l1_ball", L1_BALL, params, param_ndim, "epsilon", epsilon)
 
 
 def linf_bounds(epsilon: Any) -> tuple[Any, Any]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import torch
 
-from paramtx._core import tree as _tree
-from paramtx._core import validate as _validate
 from paramtx._core.base import Params
-from paramtx._lift import lift
 from paramtx._lift.ops import DatumOp, Dense, Result
-from paramtx._lift.settings import operand, per_datum
+from paramtx._lift.settings import operand
 from paramtx._transforms.ball_box import near_bracket
+from paramtx._transforms.projections import project_each_datum
 
 _WORK = torch.float64
 # Bisection on tau in [max(x) - scale, max(x)], a bracket ``scale`` wide: after k
@@ -84,12 +82,4 @@ def project_simplex(params: Params, scale: Union[float, torch.Tensor] = 1.0, par
         >>> ptx.project_simplex(torch.tensor([1.0, 1.0, 1.0, 1.0]), scale=2.0, param_ndim=None)
         tensor([0.5000, 0.5000, 0.5000, 0.5000])
     """
-    api = "project_simplex"
-    scale = _validate.check_setting(api, "scale", scale, _validate.POSITIVE)
-    param_ndim = _validate.check_param_ndim_spec(api, param_ndim)
-    total = per_datum("scale", scale, _validate.POSITIVE)
-
-    def leaf(x: torch.Tensor, param_ndim: Optional[int]) -> torch.Tensor:
-        return lift.map_data(api, SIMPLEX, param_ndim, x, scale=total)
-
-    return _tree.map_updates(api, leaf, params, param_ndim=param_ndim)
+    return project_each_datum("project_simplex", SIMPLEX, params, param_ndim, "scale", scale)
