@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import optree
 import torch
@@ -184,3 +184,19 @@ def per_datum_norm(x: torch.Tensor, p: float, param_ndim: Optional[int]) -> torc
     """The Lp norm of each datum, in float64, shape ``(N,)``."""
     rows = batch_view(x, param_ndim).flatten(1).to(torch.float64)
     return torch.linalg.vector_norm(rows, ord=p, dim=1)
+
+
+def bytes_saved_for_backward(forward: Callable[[], torch.Tensor]) -> int:
+    """The bytes autograd saves for backward while ``forward()`` runs (its output's sum is
+    then back-propagated, so that whatever backward redraws runs too)."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = forward()
+    y.sum().backward()
+    return total

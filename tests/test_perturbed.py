@@ -17,7 +17,7 @@ from torch.func import grad, jacrev, vmap
 
 import paramtx as ptx
 from paramtx._perturbations.argmax import one_hot_argmax
-from ptx_testing import DEVICE
+from ptx_testing import DEVICE, bytes_saved_for_backward
 
 STRATEGIES = ["jacobian", "recompute"]
 THETA = torch.tensor([[-0.6, 1.9, -0.2, 1.1, -1.0], [-0.6, 1.0, -0.2, 1.8, -1.0]])
@@ -428,17 +428,9 @@ def test_bytes_saved_for_backward_do_not_grow_with_num_samples(strategy):
     theta = torch.randn(4, 6, generator=torch.Generator().manual_seed(0), device="cpu").to(DEVICE).requires_grad_(True)
 
     def saved_bytes(num_samples):
-        total = 0
-
-        def pack(t):
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = ptx.perturbed(argmax, num_samples=num_samples, sigma=0.5, seed=0, strategy=strategy)(theta)
-        y.sum().backward()
-        return total
+        return bytes_saved_for_backward(
+            lambda: ptx.perturbed(argmax, num_samples=num_samples, sigma=0.5, seed=0, strategy=strategy)(theta)
+        )
 
     small, large = saved_bytes(1_000), saved_bytes(100_000)
     assert small == large

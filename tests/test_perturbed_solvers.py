@@ -30,7 +30,7 @@ import torch
 from torch.func import grad, jacrev, vmap
 
 import paramtx as ptx
-from ptx_testing import DEVICE
+from ptx_testing import DEVICE, bytes_saved_for_backward
 
 EULER_GAMMA = 0.5772156649015329
 STRATEGIES = ["jacobian", "recompute"]
@@ -476,17 +476,9 @@ def test_the_sort_saves_for_backward_bytes_that_do_not_grow_with_num_samples(str
     theta = THETA5.float().requires_grad_(True)
 
     def saved_bytes(num_samples):
-        total = 0
-
-        def pack(t):
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = ptx.perturbed_sort(theta, num_samples=num_samples, sigma=0.5, seed=0, strategy=strategy)
-        y.sum().backward()
-        return total
+        return bytes_saved_for_backward(
+            lambda: ptx.perturbed_sort(theta, num_samples=num_samples, sigma=0.5, seed=0, strategy=strategy)
+        )
 
     small, large = saved_bytes(1_000), saved_bytes(100_000)
     assert small == large

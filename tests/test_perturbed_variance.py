@@ -19,6 +19,7 @@ from torch.func import grad, jacrev, vmap
 
 import paramtx as ptx
 from paramtx._perturbations.argmax import one_hot_argmax
+from ptx_testing import bytes_saved_for_backward
 
 STRATEGIES = ["jacobian", "recompute"]
 
@@ -192,17 +193,9 @@ def test_bytes_saved_for_backward_do_not_grow_with_num_samples(strategy, options
     theta = torch.randn(4, 6, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
 
     def saved_bytes(num_samples):
-        total = 0
-
-        def pack(t):
-            nonlocal total
-            total += t.numel() * t.element_size()
-            return t
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            y = ptx.perturbed(one_hot_argmax, num_samples=num_samples, noise="normal", seed=0, strategy=strategy,
-                              **options)(theta)
-        y.sum().backward()
-        return total
+        return bytes_saved_for_backward(
+            lambda: ptx.perturbed(one_hot_argmax, num_samples=num_samples, noise="normal", seed=0,
+                                  strategy=strategy, **options)(theta)
+        )
 
     assert saved_bytes(1_000) == saved_bytes(100_000)
